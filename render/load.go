@@ -240,8 +240,11 @@ func loadFile(fsys fs.FS, name string, opts Options) fileResult {
 			break
 		}
 		if err != nil {
-			line := yamlErrorLine(err)
-			r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Pos: Pos{File: name, Line: line, Column: min(line, 1)}, Message: "malformed YAML: " + cleanYAMLError(err)})
+			pos := Pos{File: name, Line: yamlErrorLine(err)}
+			if pos.Line > 0 {
+				pos.Column = 1
+			}
+			r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Pos: pos, Message: "malformed YAML: " + cleanYAMLError(err)})
 			break
 		}
 		decodeDocument(&r, name, &doc, opts)
