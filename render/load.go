@@ -40,6 +40,10 @@ type Options struct {
 	// MaxNodes refuses documents that expand to more YAML nodes (an alias
 	// bomb) before they are expanded further.
 	MaxNodes int
+	// Cache, when set, reuses the decoded objects of files whose name and
+	// content were loaded before with the same limits (say, at another
+	// revision), so a second load decodes only what changed.
+	Cache *Cache
 }
 
 // Validate checks the options.
@@ -127,9 +131,6 @@ feed:
 	d.Cluster = pickCluster(d)
 	resolveUnknown(d, unknown)
 	dedupe(d)
-	for _, o := range d.Objects {
-		applyDefaults(o)
-	}
 	d.finish()
 	d.Diagnostics = append(d.Diagnostics, validate(d)...)
 	d.Diagnostics.Sort()
@@ -232,6 +233,16 @@ func loadFile(fsys fs.FS, name string, opts Options) fileResult {
 		r.diags = append(r.diags, fileError(name, "file is over the %s limit for a manifest; not read", humanBytes(opts.MaxFileSize)))
 		return r
 	}
+	if opts.Cache != nil {
+		return opts.Cache.get(name, data, opts, decodeFile)
+	}
+	return decodeFile(name, data, opts)
+}
+
+// decodeFile decodes and defaults every document of one file. Its result
+// depends only on its arguments, which is what makes Cache sound.
+func decodeFile(name string, data []byte, opts Options) fileResult {
+	var r fileResult
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc yaml.Node
@@ -336,6 +347,7 @@ func decodeDocument(r *fileResult, file string, doc *yaml.Node, opts Options) {
 	if len(d.errs) > 0 {
 		return // a half-decoded object would only cause follow-on errors
 	}
+	applyDefaults(o)
 	r.objects = append(r.objects, o)
 }
 
@@ -373,10 +385,10 @@ func pickCluster(d *Desired) *v1alpha1.Cluster {
 		kept = append(kept, o)
 	}
 	d.Objects = kept
-	c := &v1alpha1.Cluster{}
 	if found != nil {
-		c = found.Obj.(*v1alpha1.Cluster)
+		return found.Obj.(*v1alpha1.Cluster) // defaulted with the other objects
 	}
+	c := &v1alpha1.Cluster{}
 	defaultCluster(c)
 	return c
 }
