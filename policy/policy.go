@@ -289,3 +289,13 @@ func commonAncestor(a, b string) string {
 	}
 	return a
 }
+
+// Admit evaluates d and adds the violations to d.Diagnostics (denials as
+// errors), so that one sorted list tells everything wrong with a revision.
+// The objects themselves are left untouched.
+func Admit(d *render.Desired) []Violation {
+	vs := Evaluate(d)
+	d.Diagnostics = append(d.Diagnostics, Diagnostics(vs)...)
+	d.Diagnostics.Sort()
+	return vs
+}

@@ -1,9 +1,3 @@
-//go:build rapid
-
-// The property test needs pgregory.net/rapid in go.mod, which go mod tidy
-// dropped while nothing imported it; run it with -tags rapid once it is
-// back (go get pgregory.net/rapid@v1.3.0), then delete this constraint.
-
 package reconciler
 
 import (
