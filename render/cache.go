@@ -8,10 +8,11 @@ import (
 // Cache keeps decoded files by name and content across loads. Objects that
 // come out of a cache are shared by every Desired that loaded the same
 // file, so callers must treat objects as read-only (they all should). It is
-// safe for concurrent use.
+// safe for concurrent use: two loads that meet the same file at once decode
+// it once, the second waiting for the first.
 type Cache struct {
 	mu sync.Mutex
-	m  map[cacheKey]fileResult
+	m  map[cacheKey]*cacheEntry
 }
 
 type cacheKey struct {
@@ -20,22 +21,30 @@ type cacheKey struct {
 	maxNodes int
 }
 
+type cacheEntry struct {
+	done chan struct{} // closed when r is set
+	r    fileResult
+}
+
 // NewCache returns an empty cache.
 func NewCache() *Cache {
-	return &Cache{m: make(map[cacheKey]fileResult)}
+	return &Cache{m: make(map[cacheKey]*cacheEntry)}
 }
 
 func (c *Cache) get(name string, data []byte, opts Options, decode func(string, []byte, Options) fileResult) fileResult {
 	k := cacheKey{name: name, sum: sha256.Sum256(data), maxNodes: opts.MaxNodes}
 	c.mu.Lock()
-	r, ok := c.m[k]
+	e, ok := c.m[k]
+	if !ok {
+		e = &cacheEntry{done: make(chan struct{})}
+		c.m[k] = e
+	}
 	c.mu.Unlock()
 	if ok {
-		return r
+		<-e.done
+		return e.r
 	}
-	r = decode(name, data, opts)
-	c.mu.Lock()
-	c.m[k] = r
-	c.mu.Unlock()
-	return r
+	e.r = decode(name, data, opts)
+	close(e.done)
+	return e.r
 }

@@ -47,6 +47,19 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 
 var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
 
+// selfDecoding reports whether *t decodes itself from JSON (Quantity,
+// IntOrString, Time). Asked for every node, so cached per type.
+func selfDecoding(t reflect.Type) bool {
+	if v, ok := selfDecodingCache.Load(t); ok {
+		return v.(bool)
+	}
+	ok := reflect.PointerTo(t).Implements(jsonUnmarshaler)
+	selfDecodingCache.Store(t, ok)
+	return ok
+}
+
+var selfDecodingCache sync.Map
+
 // decode fills v (addressable) from n. It returns errBudget when the
 // document expands past the node budget; other problems are recorded.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
@@ -61,7 +74,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		v.Set(reflect.Zero(v.Type()))
 		return nil
 	}
-	if v.Kind() != reflect.Pointer && v.CanAddr() && v.Addr().Type().Implements(jsonUnmarshaler) {
+	if v.Kind() != reflect.Pointer && v.CanAddr() && selfDecoding(v.Type()) {
 		return d.decodeJSON(n, v.Addr(), path)
 	}
 	switch v.Kind() {
