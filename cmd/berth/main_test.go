@@ -205,3 +205,62 @@ func TestExamplesValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedPlans commits every document of the Kubernetes guide the project
+// was created from (examples/seed) and plans it: from nothing, everything
+// is created; against itself, nothing changes.
+func TestSeedPlans(t *testing.T) {
+	files := map[string]string{}
+	seed := filepath.Join("..", "..", "examples", "seed")
+	entries, err := os.ReadDir(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(seed, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[e.Name()] = string(b)
+	}
+	repo := gittest.New(t)
+	rev := repo.Commit(files, "the guide")
+
+	_, out, _ := berth(t, nil, "plan", "--repo", repo.Path(), "--from", "empty", "--to", rev, "-o", "json")
+	var plan struct {
+		Changes     []struct{ Action, Kind, Name string }
+		Diagnostics []struct{ Severity, Message string }
+		Summary     struct{ Add, Change, Destroy int }
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	kinds := map[string]int{}
+	for _, c := range plan.Changes {
+		if c.Action != "create" {
+			t.Errorf("%s %s: %s from nothing", c.Kind, c.Name, c.Action)
+		}
+		kinds[c.Kind]++
+	}
+	for _, k := range []string{"Pod", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "HorizontalPodAutoscaler",
+		"Service", "Ingress", "NetworkPolicy", "ConfigMap", "Secret", "StorageClass", "PersistentVolumeClaim",
+		"Role", "RoleBinding", "ClusterRole", "Namespace", "ServiceAccount", "Machine", "Cluster"} {
+		if kinds[k] == 0 {
+			t.Errorf("the seed's plan creates no %s", k)
+		}
+	}
+	errs := 0
+	for _, d := range plan.Diagnostics {
+		if d.Severity == "error" {
+			errs++
+		}
+	}
+	if plan.Summary.Add != len(plan.Changes) || errs != 1 {
+		t.Errorf("summary %+v for %d changes, %d errors (want only the web-app denial)", plan.Summary, len(plan.Changes), errs)
+	}
+
+	_, out, _ = berth(t, nil, "plan", "--repo", repo.Path(), "--from", rev, "--to", rev)
+	if !strings.Contains(out, "No changes.") {
+		t.Errorf("the seed planned against itself:\n%s", out)
+	}
+}
