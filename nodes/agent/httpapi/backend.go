@@ -1,0 +1,34 @@
+// Package httpapi serves the agent's API (package api) over HTTP+JSON on
+// the agent's unix socket: the desired pod set, observed statuses, node
+// info, an event stream, container logs, interactive exec over an upgraded
+// connection, and Prometheus metrics. It translates errors once, at the
+// wire: every failure carries an api.ErrorKind.
+package httpapi
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"berth.dev/berth/nodes/api"
+)
+
+// Backend is what the API needs of the agent.
+type Backend interface {
+	// SetPods replaces the desired pod set. It returns an error wrapping
+	// ErrInvalid (nothing changed) for a malformed set, ErrConflict for a
+	// generation older than the current one.
+	SetPods(ctx context.Context, pods api.DesiredPods) error
+	// Pods returns the observed status of every pod, sorted by key.
+	Pods(ctx context.Context) ([]api.PodStatus, error)
+	// Node describes the machine.
+	Node(ctx context.Context) (api.NodeInfo, error)
+	// Events returns events recorded since the given time, then (when
+	// follow is set) sends new ones on the channel until ctx ends.
+	Events(ctx context.Context, since time.Time, follow bool) (<-chan api.Event, error)
+	// Logs writes a container's log to w (ErrNotFound for an unknown pod
+	// or container, or no previous instance).
+	Logs(ctx context.Context, pod string, opts api.LogOptions, w io.Writer) error
+	// Exec runs a command in a container and returns its exit code.
+	Exec(ctx context.Context, req api.ExecRequest) (int, error)
+}

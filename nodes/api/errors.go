@@ -1,0 +1,49 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, one per ErrorKind. The agent wraps them; the server
+// maps them to a kind and status; the client maps the kind back, so that
+// callers on both sides check errors.Is(err, api.ErrNotFound).
+var (
+	ErrInvalid     = errors.New("invalid request")
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrUnavailable = errors.New("unavailable")
+	ErrInternal    = errors.New("internal error")
+)
+
+var kinds = []struct {
+	kind ErrorKind
+	err  error
+	code int
+}{
+	{KindInvalid, ErrInvalid, 400},
+	{KindNotFound, ErrNotFound, 404},
+	{KindConflict, ErrConflict, 409},
+	{KindUnavailable, ErrUnavailable, 503},
+	{KindInternal, ErrInternal, 500},
+}
+
+// KindOf classifies err; unclassified errors are Internal.
+func KindOf(err error) (ErrorKind, int) {
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			return k.kind, k.code
+		}
+	}
+	return KindInternal, 500
+}
+
+// Err turns a wire error back into an error wrapping its sentinel.
+func (e Error) Err() error {
+	for _, k := range kinds {
+		if k.kind == e.Kind {
+			return fmt.Errorf("%w: %s", k.err, e.Message)
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrInternal, e.Message)
+}
