@@ -8,6 +8,7 @@
 package api
 
 import (
+	"log/slog"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -111,6 +112,10 @@ func (Sensitive) String() string { return "[redacted]" }
 
 // GoString hides the value from %#v.
 func (Sensitive) GoString() string { return "[redacted]" }
+
+// LogValue hides the value from log/slog, which would otherwise print a
+// byte slice as text.
+func (Sensitive) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
 // PodPhase is the pod's phase, as in Kubernetes.
 type PodPhase = corev1.PodPhase

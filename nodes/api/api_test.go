@@ -1,0 +1,41 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestErrorKindsRoundTrip(t *testing.T) {
+	for _, sentinel := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrUnavailable, ErrInternal} {
+		kind, code := KindOf(fmt.Errorf("set pods: %w", sentinel))
+		back := Error{Kind: kind, Message: "x"}.Err()
+		if !errors.Is(back, sentinel) {
+			t.Errorf("%v → %s (%d) → %v: lost the sentinel", sentinel, kind, code, back)
+		}
+	}
+	if kind, code := KindOf(errors.New("boom")); kind != KindInternal || code != 500 {
+		t.Errorf("unclassified error is %s %d", kind, code)
+	}
+	if !errors.Is(Error{Kind: "Weird", Message: "x"}.Err(), ErrInternal) {
+		t.Errorf("an unknown kind must read as internal")
+	}
+}
+
+func TestSensitiveNeverPrints(t *testing.T) {
+	s := Sensitive(`{"auths":{"r":{"auth":"c2VjcmV0"}}}`)
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("pull", "auth", s, "spec", PodSpec{ImagePullSecrets: []Sensitive{s}})
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %+v %#v", s, s, s, s), logged.String()} {
+		if strings.Contains(out, "c2VjcmV0") {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+	b, err := json.Marshal(s)
+	if err != nil || !strings.Contains(string(b), "eyJ") {
+		t.Errorf("the wire must carry the value (base64 in JSON): %s %v", b, err)
+	}
+}
