@@ -39,7 +39,10 @@ func (p *Plan) WriteMarkdown(w io.Writer) error {
 	if len(p.Diagnostics) > 0 {
 		fmt.Fprintf(b, "\n#### Diagnostics\n\n")
 		for _, d := range p.Diagnostics {
-			fmt.Fprintf(b, "- **%s** %s: ", mdText(string(d.Severity)), mdCode(d.Pos.String()))
+			fmt.Fprintf(b, "- **%s** ", mdText(string(d.Severity)))
+			if d.File != "" {
+				fmt.Fprintf(b, "%s: ", mdCode(d.Pos.String()))
+			}
 			if d.Object != "" {
 				fmt.Fprintf(b, "%s: ", mdCode(d.Object))
 			}

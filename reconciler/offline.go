@@ -35,8 +35,10 @@ func PlanRevisions(ctx context.Context, repo Snapshotter, fromRev, toRev string,
 	var from, to Revision
 	var fromErr, toErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { from, fromErr = LoadRevision(ctx, repo, fromRev, opts, cache) })
-	wg.Go(func() { to, toErr = LoadRevision(ctx, repo, toRev, opts, cache) })
+	// Only the target's findings are shown, so the source revision is
+	// decoded but neither validated nor admitted.
+	wg.Go(func() { from, fromErr = loadRevision(ctx, repo, fromRev, opts, cache, false) })
+	wg.Go(func() { to, toErr = loadRevision(ctx, repo, toRev, opts, cache, true) })
 	wg.Wait()
 	if err := errors.Join(fromErr, toErr); err != nil {
 		return nil, err
@@ -45,7 +47,7 @@ func PlanRevisions(ctx context.Context, repo Snapshotter, fromRev, toRev string,
 	if from.Desired != nil && from.Desired.Diagnostics.HasErrors() {
 		p.Diagnostics = append(p.Diagnostics, render.Diagnostic{
 			Severity: render.SeverityNote,
-			Message: fmt.Sprintf("%s has %d errors of its own; its invalid objects count as absent",
+			Message: fmt.Sprintf("%s: %d document(s) do not decode; their objects count as absent",
 				revLabel(from.Rev, from.Commit), from.Desired.Diagnostics.Errors()),
 		})
 		p.Diagnostics.Sort()
@@ -56,6 +58,10 @@ func PlanRevisions(ctx context.Context, repo Snapshotter, fromRev, toRev string,
 // LoadRevision reads, renders and admits the fleet at one revision (rev
 // EmptyRevision gives an empty fleet). cache may be nil.
 func LoadRevision(ctx context.Context, repo Snapshotter, rev string, opts OfflineOptions, cache *render.Cache) (Revision, error) {
+	return loadRevision(ctx, repo, rev, opts, cache, true)
+}
+
+func loadRevision(ctx context.Context, repo Snapshotter, rev string, opts OfflineOptions, cache *render.Cache, check bool) (Revision, error) {
 	if rev == EmptyRevision {
 		return Revision{Rev: rev}, nil
 	}
@@ -63,10 +69,12 @@ func LoadRevision(ctx context.Context, repo Snapshotter, rev string, opts Offlin
 	if err != nil {
 		return Revision{}, err
 	}
-	d, err := render.Load(ctx, snap.FS, render.Options{Path: opts.Path, Cache: cache})
+	d, err := render.Load(ctx, snap.FS, render.Options{Path: opts.Path, Cache: cache, SkipValidation: !check})
 	if err != nil {
 		return Revision{}, fmt.Errorf("revision %s: %w", rev, err)
 	}
-	policy.Admit(d)
+	if check {
+		policy.Admit(d)
+	}
 	return Revision{Rev: rev, Commit: snap.Commit.Hash, Desired: d}, nil
 }

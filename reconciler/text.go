@@ -159,7 +159,10 @@ func (t *textWriter) diagnostic(d render.Diagnostic) {
 		sev = t.style(ansiCyan, sev)
 	}
 	// Diagnostic.String, with the severity styled.
-	line := safe(d.Pos.String()) + ": " + sev + ": "
+	line := sev + ": "
+	if d.File != "" {
+		line = safe(d.Pos.String()) + ": " + line
+	}
 	if d.Object != "" {
 		line += safe(d.Object) + ": "
 	}

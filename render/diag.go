@@ -52,8 +52,10 @@ type Diagnostic struct {
 // String formats the diagnostic as FILE:LINE:COL: severity: Object: field: message.
 func (d Diagnostic) String() string {
 	var b strings.Builder
-	b.WriteString(d.Pos.String())
-	b.WriteString(": ")
+	if d.File != "" {
+		b.WriteString(d.Pos.String())
+		b.WriteString(": ")
+	}
 	b.WriteString(string(d.Severity))
 	b.WriteString(": ")
 	if d.Object != "" {

@@ -40,6 +40,10 @@ type Options struct {
 	// MaxNodes refuses documents that expand to more YAML nodes (an alias
 	// bomb) before they are expanded further.
 	MaxNodes int
+	// SkipValidation decodes and defaults only: for a revision whose
+	// findings nobody reads (the "from" side of a plan). Decoding errors
+	// are still reported, since they leave objects out.
+	SkipValidation bool
 	// Cache, when set, reuses the decoded objects of files whose name and
 	// content were loaded before with the same limits (say, at another
 	// revision), so a second load decodes only what changed.
@@ -132,8 +136,10 @@ feed:
 	resolveUnknown(d, unknown)
 	dedupe(d)
 	d.finish()
-	d.Diagnostics = append(d.Diagnostics, validate(d)...)
-	d.Diagnostics.Sort()
+	if !opts.SkipValidation {
+		d.Diagnostics = append(d.Diagnostics, validate(d)...)
+		d.Diagnostics.Sort()
+	}
 	return d, nil
 }
 

@@ -128,6 +128,13 @@ func TestPlanErrors(t *testing.T) {
 	if code != exitError || !strings.Contains(out, `app.yaml:6:13: error: Deployment default/web: spec.replicas: expected an integer, got a string "three"`) {
 		t.Errorf("broken revision: code %d\n%s", code, out)
 	}
+	// Planning away from the broken revision: its undecodable Deployment
+	// counts as absent, which the plan says.
+	fixed := repo.Commit(map[string]string{"app.yaml": deployment("nginx:1.25"), "db.yaml": secretV1}, "fixed")
+	code, out, _ = berth(t, nil, "plan", "--repo", repo.Path(), "--from", to, "--to", fixed)
+	if code != exitOK || !strings.Contains(out, ": 1 document(s) do not decode; their objects count as absent") || !strings.Contains(out, "+ Deployment default/web (created)") || strings.Contains(out, "-: note") {
+		t.Errorf("from a broken revision: code %d\n%s", code, out)
+	}
 	if code, _, errOut := berth(t, nil, "plan", "--repo", repo.Path(), "--from", "no-such-branch"); code != exitError || !strings.Contains(errOut, "no-such-branch") {
 		t.Errorf("unknown revision: code %d, stderr %s", code, errOut)
 	}
