@@ -254,25 +254,6 @@ func sortViolations(vs []Violation) {
 	}
 }
 
-// parentPath strips the last element of a field path: a.b[0].c -> a.b[0]
-// -> a.b -> a -> "". It is render's notation.
-func parentPath(p string) string {
-	if strings.HasSuffix(p, "]") {
-		if i := strings.LastIndexByte(p, '['); i > 0 {
-			return p[:i]
-		}
-		return ""
-	}
-	i := strings.LastIndexAny(p, ".]")
-	if i < 0 {
-		return ""
-	}
-	if p[i] == ']' {
-		return p[:i+1]
-	}
-	return p[:i]
-}
-
 // within reports whether path p is anc or lies under it.
 func within(p, anc string) bool {
 	if !strings.HasPrefix(p, anc) {
@@ -285,7 +266,7 @@ func within(p, anc string) bool {
 // both.
 func commonAncestor(a, b string) string {
 	for a != "" && !within(b, a) {
-		a = parentPath(a)
+		a = render.ParentPath(a)
 	}
 	return a
 }

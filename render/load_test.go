@@ -128,8 +128,8 @@ func TestParentPath(t *testing.T) {
 		"metadata.labels[a.b]": "metadata.labels",
 		"a":                    "",
 	} {
-		if got := parentPath(in); got != want {
-			t.Errorf("parentPath(%q) = %q, want %q", in, got, want)
+		if got := ParentPath(in); got != want {
+			t.Errorf("ParentPath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -68,7 +68,7 @@ func (o *Object) Ref() string { return o.Key().String() }
 // FieldPos returns the position of path in the source, or of its nearest
 // ancestor that is present there, or of the document itself.
 func (o *Object) FieldPos(path string) Pos {
-	for p := path; p != ""; p = parentPath(p) {
+	for p := path; p != ""; p = ParentPath(p) {
 		if pos, ok := o.fields[p]; ok {
 			return pos
 		}
@@ -83,9 +83,9 @@ func (o *Object) HasField(path string) bool {
 	return ok
 }
 
-// parentPath strips the last element of a field path: a.b[0].c -> a.b[0] ->
+// ParentPath strips the last element of a field path: a.b[0].c -> a.b[0] ->
 // a.b -> a -> "".
-func parentPath(p string) string {
+func ParentPath(p string) string {
 	if strings.HasSuffix(p, "]") {
 		if i := strings.LastIndexByte(p, '['); i > 0 {
 			return p[:i]
