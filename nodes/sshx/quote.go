@@ -4,11 +4,14 @@ import "strings"
 
 // Quote returns s as one word of a POSIX shell command line: unchanged
 // when it holds only characters no shell treats specially, otherwise in
-// single quotes (a single quote inside becomes '\''). Every argument that
-// sshx puts on a remote command line goes through Quote.
+// single quotes, each single quote inside closing the quotes, escaped, and
+// reopening them:
 //
-// A shell word cannot carry a NUL byte; callers validate their input (see
-// BootstrapOptions.Validate) before quoting it.
+//	it's  →  'it'\''s'
+//
+// Every argument that sshx puts on a remote command line goes through
+// Quote. A shell word cannot carry a NUL byte; callers validate their
+// input (see BootstrapOptions.Validate) before quoting it.
 func Quote(s string) string {
 	if s == "" {
 		return "''"
