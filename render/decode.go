@@ -21,7 +21,7 @@ import (
 // Time) to their UnmarshalJSON.
 type decoder struct {
 	file   string
-	fields map[string]Pos
+	fields []fieldPos
 	errs   []fieldError
 	// budget is how many more nodes may be visited; aliases count every
 	// time they are expanded, so an alias bomb runs out quickly.
@@ -39,6 +39,10 @@ var errBudget = errors.New("document too large after expanding aliases")
 
 func (d *decoder) pos(n *yaml.Node) Pos {
 	return Pos{File: d.file, Line: n.Line, Column: n.Column}
+}
+
+func (d *decoder) record(path string, n *yaml.Node) {
+	d.fields = append(d.fields, fieldPos{path: path, line: int32(n.Line), column: int32(n.Column)})
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
@@ -198,7 +202,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error
 			d.fail(k, fp, "unknown field %q", k.Value)
 			continue
 		}
-		d.fields[fp] = d.pos(k)
+		d.record(fp, k)
 		if err := d.decode(val, v.FieldByIndex(idx), fp); err != nil {
 			return err
 		}
@@ -230,7 +234,7 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) error {
 			d.fail(k, kp, "duplicate key %q", k.Value)
 			continue
 		}
-		d.fields[kp] = d.pos(k)
+		d.record(kp, k)
 		ev := reflect.New(t.Elem()).Elem()
 		if err := d.decode(val, ev, kp); err != nil {
 			return err
@@ -248,7 +252,7 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) error 
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, c := range n.Content {
 		ip := path + "[" + strconv.Itoa(i) + "]"
-		d.fields[ip] = d.pos(c)
+		d.record(ip, c)
 		if err := d.decode(c, s.Index(i), ip); err != nil {
 			return err
 		}

@@ -329,7 +329,7 @@ func decodeDocument(r *fileResult, file string, doc *yaml.Node, opts Options) {
 		r.unknown = append(r.unknown, unknownDoc{apiVersion: apiVersion, kind: kindName, pos: Pos{File: file, Line: kindNode.Line, Column: kindNode.Column}})
 		return
 	}
-	d := &decoder{file: file, fields: make(map[string]Pos, 32), budget: opts.MaxNodes}
+	d := &decoder{file: file, fields: make([]fieldPos, 0, 64), budget: opts.MaxNodes}
 	v := k.new()
 	if err := d.decode(root, reflect.ValueOf(v).Elem(), ""); err != nil {
 		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Pos: docPos, Object: kindName, Message: fmt.Sprintf("%v (over %d YAML nodes; an alias bomb?); not decoded", err, opts.MaxNodes)})

@@ -49,8 +49,24 @@ type Object struct {
 	Pos Pos
 	// fields holds the position of every field present in the source, by
 	// path in Kubernetes notation (spec.containers[0].image,
-	// metadata.labels[app]).
-	fields map[string]Pos
+	// metadata.labels[app]), in document order. A slice, not a map: it is
+	// built for every field of every object and read only for the few
+	// that a diagnostic names.
+	fields []fieldPos
+}
+
+type fieldPos struct {
+	path         string
+	line, column int32
+}
+
+func (o *Object) lookup(path string) (Pos, bool) {
+	for _, f := range o.fields {
+		if f.path == path {
+			return Pos{File: o.Pos.File, Line: int(f.line), Column: int(f.column)}, true
+		}
+	}
+	return Pos{}, false
 }
 
 // Key returns the object's identity.
@@ -69,7 +85,7 @@ func (o *Object) Ref() string { return o.Key().String() }
 // ancestor that is present there, or of the document itself.
 func (o *Object) FieldPos(path string) Pos {
 	for p := path; p != ""; p = ParentPath(p) {
-		if pos, ok := o.fields[p]; ok {
+		if pos, ok := o.lookup(p); ok {
 			return pos
 		}
 	}
@@ -79,7 +95,7 @@ func (o *Object) FieldPos(path string) Pos {
 // HasField reports whether path was written in the source (as opposed to
 // filled in by a default).
 func (o *Object) HasField(path string) bool {
-	_, ok := o.fields[path]
+	_, ok := o.lookup(path)
 	return ok
 }
 
