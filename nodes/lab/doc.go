@@ -1,0 +1,58 @@
+// Package lab turns one root Linux host into a small fleet of
+// bare-metal-like machines for the quick start, the end-to-end tests and the
+// benchmarks (`berth lab up|down|status`).
+//
+// Up makes machines lab1 ... labN. Each is a network namespace berth-labN
+// (bind-mounted under /run/netns, as `ip netns add` does) whose eth0 is one
+// end of a veth pair; the other end, berth-labN, is a port of the bridge
+// berth-lab0 in the host namespace, which holds 198.18.0.1/24. Machine labN
+// has the address 198.18.0.(10+N)/24, a default route through the bridge
+// address, and the pod CIDR 198.18.(63+N).0/24 out of 198.18.64.0/18; the
+// service CIDR is 198.19.0.0/16. Pod CIDRs are routed host-gw style: the
+// host and every other machine reach a machine's pod CIDR through its
+// address. Inside its namespace each machine runs Debian's sshd (its own
+// host key, the lab's client key authorized for root) and its own
+// containerd (own root, state and socket, CRI plugin disabled). The host
+// namespace runs Debian's docker-registry on 198.18.0.1:5000, holding the
+// echo test images, and the lab directory holds a bare repository fleet.git
+// with examples/quickstart rewritten for the lab's machines (host keys
+// pinned), the client key, a known_hosts file and lab.env.
+//
+// Lab traffic uses only 198.18.0.0/15 addresses inside the namespaces the
+// lab made, and loopback.
+//
+// # What each machine's agent must be told
+//
+// The machines share one kernel, one filesystem and one cgroup tree, so
+// nothing an agent keeps may sit at a fixed path. Machine labN's agent runs
+// inside berth-labN (it is started over that machine's SSH) and takes, as
+// AgentConfig.Args gives them:
+//
+//	--state-dir          DIR/labN/agent
+//	--socket             RUN/labN/agent.sock
+//	--containerd-address RUN/labN/containerd.sock
+//	--log-dir            DIR/labN/log/pods
+//	--namespace          berth-labN (the containerd namespace)
+//
+// where RUN is DIR/run, or /run/berth-lab-HASH when DIR is too long for a
+// unix socket path. The binary goes to DIR/labN/bin/berth. The containerd
+// namespace keeps runc's state (/run/containerd/runc/NAMESPACE) and the
+// containers' cgroups (/NAMESPACE/ID) apart between machines. The agent must
+// keep its CNI state (host-local IPAM's dataDir, libcni's cache) and its
+// pods' bind-mounted network namespaces under its state dir, not in
+// /var/lib/cni or /run/netns. Its nftables table, CNI bridge and sysctls are
+// per network namespace and need nothing. The first four are also in each
+// Machine document's spec.agent, with binaryPath.
+//
+// # Records and cleanup
+//
+// Up writes DIR/lab.json before it makes each thing (namespace, link,
+// route, mount, directory outside DIR) and after it starts each process
+// (with the process's start time, so that a reused pid is never signalled).
+// Down undoes all of it from that record, and also finds what the record
+// missed by the lab's conventions: namespaces berth-lab*, links berth-lab*,
+// processes whose command line names DIR, that live in a lab namespace, or
+// that descend from a containerd shim of a lab containerd; mounts under DIR
+// and RUN. It works after a crash, a half-finished Up, or with lab.json
+// gone, and a second Down does nothing.
+package lab
