@@ -1,0 +1,48 @@
+package agentclient_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"berth.dev/berth/nodes/agentclient"
+	"berth.dev/berth/nodes/api"
+)
+
+// BenchmarkPodsRoundTrip measures one GET /v1/pods (30 pods' statuses)
+// through the client, HTTP over a real unix socket and the server, on a
+// kept-alive connection: the cost the controller pays per status poll,
+// less SSH. It reports the median and 99th percentile of one call.
+func BenchmarkPodsRoundTrip(b *testing.B) {
+	fake := &fakeBackend{}
+	for i := range 30 {
+		fake.pods = append(fake.pods, api.PodStatus{
+			Namespace: "default", Name: fmt.Sprintf("web-%d", i), UID: "uid", Hash: "hash",
+			Phase: corev1.PodRunning, Ready: true, PodIP: "198.18.64.10", StartedAt: time.Now(),
+			ContainerStatuses: []api.ContainerStatus{{Name: "web", Image: "berth/echo:1", Ready: true, Started: true,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}},
+		})
+	}
+	c, _ := startAgent(b, fake, agentclient.Options{})
+	ctx := context.Background()
+	if _, err := c.Pods(ctx); err != nil { // dial once, outside the figures
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		pods, err := c.Pods(ctx)
+		lat = append(lat, time.Since(start))
+		if err != nil || len(pods) != 30 {
+			b.Fatal(len(pods), err)
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
