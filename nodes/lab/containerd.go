@@ -53,6 +53,13 @@ func containerdConfig(m Machine) string {
 func containerdVersion(ctx context.Context, address string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	// Fail fast when nothing listens: the client's dial would retry.
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", address)
+	if err != nil {
+		return "", err
+	}
+	conn.Close()
 	c, err := client.New(address, client.WithTimeout(2*time.Second))
 	if err != nil {
 		return "", err
@@ -69,19 +76,15 @@ func containerdVersion(ctx context.Context, address string) (string, error) {
 // or ctx ends.
 func waitContainerd(ctx context.Context, address string, d *daemon) error {
 	for {
-		var err error
-		var c net.Conn
-		if c, err = net.Dial("unix", address); err == nil {
-			c.Close()
-			if _, err = containerdVersion(ctx, address); err == nil {
-				return nil
-			}
+		_, err := containerdVersion(ctx, address)
+		if err == nil {
+			return nil
 		}
 		select {
 		case <-d.done:
 			return d.failure()
 		case <-ctx.Done():
-			return fmt.Errorf("containerd at %s not answering: %w", address, err)
+			return fmt.Errorf("containerd at %s not answering: %w (last: %v)", address, ctx.Err(), err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -11,8 +11,12 @@
 // service CIDR is 198.19.0.0/16. Pod CIDRs are routed host-gw style: the
 // host and every other machine reach a machine's pod CIDR through its
 // address. Inside its namespace each machine runs Debian's sshd (its own
-// host key, the lab's client key authorized for root) and its own
-// containerd (own root, state and socket, CRI plugin disabled). The host
+// host key, the lab's client key authorized for root, HOME set to the
+// machine's own DIR/labN/root) and its own containerd (own root, state and
+// socket, CRI plugin disabled). A daemon enters its machine's namespace by
+// being forked from an OS thread that joined it (setns on a locked thread
+// that is thrown away afterwards); it runs detached (own session, output
+// to a log under DIR) so that it outlives the process that ran Up. The host
 // namespace runs Debian's docker-registry on 198.18.0.1:5000, holding the
 // echo test images, and the lab directory holds a bare repository fleet.git
 // with examples/quickstart rewritten for the lab's machines (host keys
@@ -54,5 +58,13 @@
 // processes whose command line names DIR, that live in a lab namespace, or
 // that descend from a containerd shim of a lab containerd; mounts under DIR
 // and RUN. It works after a crash, a half-finished Up, or with lab.json
-// gone, and a second Down does nothing.
+// gone, and a second Down does nothing. Up and Down take a host-wide lock
+// (an abstract unix socket, so nothing is left on disk) so they never
+// interleave. Outside DIR, Up may leave /run/sshd (the empty directory
+// Debian's sshd needs, normally made by its init script) and, when it made
+// them and they are empty again, Down removes /run/netns and its bind
+// mount.
+//
+// Tests bring labs up with package labtest, which takes turns with other
+// packages' tests and removes labs that killed test runs left behind.
 package lab

@@ -232,7 +232,7 @@ func conventionalNetwork(dir string) (namespaces, links []string, err error) {
 	for _, l := range all {
 		a := l.Attrs()
 		if a.Name == BridgeName && a.Alias != "" && a.Alias != bridgeAlias(dir) {
-			other := strings.TrimPrefix(a.Alias, "berth lab ")
+			other, _ := strings.CutPrefix(a.Alias, "berth lab ")
 			if _, err := readState(other); err == nil {
 				// Another directory's lab, alive and recorded: not ours.
 				return nil, nil, nil

@@ -1,11 +1,10 @@
-package lab
+package lab_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,61 +26,17 @@ import (
 
 	"berth.dev/berth/examples/images"
 	"berth.dev/berth/gitsource"
-	"berth.dev/berth/internal/testenv"
+	"berth.dev/berth/nodes/lab"
+	"berth.dev/berth/nodes/lab/labtest"
+	"berth.dev/berth/render"
+	"berth.dev/berth/render/api/v1alpha1"
 )
 
-// requireLab skips (or under BERTH_E2E=required fails) a test that needs
-// root and the Debian programs a lab runs.
-func requireLab(t *testing.T, withImages bool) {
-	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.Require(t, "sshd", "containerd", "containerd-shim-runc-v2", "runc", "docker-registry")
-	if withImages {
-		testenv.Require(t, "go", "busybox")
-	}
-}
-
-// testLogger logs to the test.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// upForTest brings a lab up in a fresh directory and registers a Down for
-// the end of the test, however it ends.
-func upForTest(t *testing.T, opts Options) (*Lab, time.Duration) {
-	t.Helper()
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	opts.Logger = testLogger(t)
-	t.Cleanup(func() {
-		if _, err := Down(context.Background(), opts.Dir); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	began := time.Now()
-	l, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, time.Since(began)
-}
-
 func TestLabEndToEnd(t *testing.T) {
-	requireLab(t, true)
 	ctx := context.Background()
-	l, upTook := upForTest(t, Options{Nodes: 2})
-	t.Logf("timing: lab up with 2 machines and the echo images: %v", upTook)
+	began := time.Now()
+	l := labtest.Start(t, lab.Options{Nodes: 2})
+	t.Logf("timing: lab up with 2 machines and the echo images (waits included): %v", time.Since(began))
 
 	signer := labSigner(t, l)
 	for _, m := range l.Machines {
@@ -120,11 +74,16 @@ func TestLabEndToEnd(t *testing.T) {
 					t.Errorf("routes of %s lack %s:\n%s", m.Name, o.PodCIDR, out)
 				}
 			}
-			v, err := containerdVersion(ctx, m.Containerd.Address)
+			cl, err := client.New(m.Containerd.Address)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			v, err := cl.Version(ctx)
 			if err != nil {
 				t.Fatalf("containerd: %v", err)
 			}
-			t.Logf("%s: containerd %s", m.Name, v)
+			t.Logf("%s: containerd %s", m.Name, v.Version)
 		})
 	}
 
@@ -188,7 +147,7 @@ func TestLabEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer repo.Close()
-		snap, err := repo.Snapshot(ctx, Branch)
+		snap, err := repo.Snapshot(ctx, lab.Branch)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +176,7 @@ func TestLabEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr := &net.TCPAddr{IP: m.Address.Addr().AsSlice(), Port: SSHPort}
+			addr := &net.TCPAddr{IP: m.Address.Addr().AsSlice(), Port: lab.SSHPort}
 			if err := cb(m.SSHAddr(), addr, key); err != nil {
 				t.Errorf("known_hosts for %s: %v", m.Name, err)
 			}
@@ -225,51 +184,61 @@ func TestLabEndToEnd(t *testing.T) {
 	})
 
 	t.Run("status", func(t *testing.T) {
-		r, err := Status(ctx, l.Dir)
+		r, err := lab.Status(ctx, l.Dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var b bytes.Buffer
 		r.WriteText(&b)
 		t.Logf("status:\n%s", b.String())
-		if !r.Healthy() {
-			t.Error("lab not healthy")
+		if !r.Healthy() || !r.OwnerAlive || r.Owner != os.Getpid() {
+			t.Errorf("healthy %v, owner %d alive %v", r.Healthy(), r.Owner, r.OwnerAlive)
+		}
+		dir, up, err := lab.HostLab()
+		if err != nil || !up || dir != l.Dir {
+			t.Errorf("HostLab: %q %v %v, want %s", dir, up, err, l.Dir)
 		}
 	})
 
 	t.Run("up again", func(t *testing.T) {
-		_, err := Up(ctx, Options{Nodes: 1, Dir: l.Dir})
-		if !errors.Is(err, ErrExists) {
+		_, err := lab.Up(ctx, lab.Options{Nodes: 1, Dir: l.Dir, SkipImages: true})
+		if !errors.Is(err, lab.ErrExists) {
 			t.Errorf("up on an existing lab: %v, want ErrExists", err)
 		}
-		_, err = Up(ctx, Options{Nodes: 1, Dir: t.TempDir()})
-		if !errors.Is(err, ErrExists) {
+		_, err = lab.Up(ctx, lab.Options{Nodes: 1, Dir: t.TempDir(), SkipImages: true})
+		if !errors.Is(err, lab.ErrExists) {
 			t.Errorf("a second lab elsewhere: %v, want ErrExists", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err = lab.Up(wctx, lab.Options{Nodes: 1, Dir: t.TempDir(), SkipImages: true, Wait: true})
+		if !errors.Is(err, lab.ErrExists) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("waiting for the lab to go: %v, want ErrExists and a deadline", err)
 		}
 	})
 
-	began := time.Now()
-	r, err := Down(ctx, l.Dir, WithLogger(testLogger(t)))
+	began = time.Now()
+	r, err := lab.Down(ctx, l.Dir, lab.WithLogger(labtest.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("timing: lab down: %v (removed %d processes, namespaces %v, links %v, %d mounts)", time.Since(began), r.Processes, r.Namespaces, r.Links, r.Mounts)
 	assertGone(t, l.Dir, l.RunDir)
 
-	r, err = Down(ctx, l.Dir)
+	r, err = lab.Down(ctx, l.Dir)
 	if err != nil {
 		t.Fatalf("second down: %v", err)
 	}
 	if r.Processes != 0 || len(r.Namespaces) != 0 || len(r.Links) != 0 || r.Mounts != 0 || r.Dir {
 		t.Errorf("second down removed %+v", r)
 	}
-	if _, err := Status(ctx, l.Dir); !errors.Is(err, ErrNotFound) {
+	if _, err := lab.Status(ctx, l.Dir); !errors.Is(err, lab.ErrNotFound) {
 		t.Errorf("status after down: %v, want ErrNotFound", err)
 	}
 }
 
 // labSigner reads the lab's client key.
-func labSigner(t *testing.T, l *Lab) ssh.Signer {
+func labSigner(t *testing.T, l *lab.Lab) ssh.Signer {
 	t.Helper()
 	b, err := os.ReadFile(l.SSHKey)
 	if err != nil {
@@ -283,14 +252,13 @@ func labSigner(t *testing.T, l *Lab) ssh.Signer {
 }
 
 // sshRun runs cmd on m as root, checking m's pinned host key.
-func sshRun(t *testing.T, m Machine, signer ssh.Signer, cmd string) string {
+func sshRun(t *testing.T, m lab.Machine, signer ssh.Signer, cmd string) string {
 	t.Helper()
 	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(m.HostKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	defer func() { t.Logf("ssh %s %q: %v", m.Name, cmd, time.Since(began)) }()
 	c, err := ssh.Dial("tcp", m.SSHAddr(), &ssh.ClientConfig{
 		User:            "root",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
@@ -310,6 +278,7 @@ func sshRun(t *testing.T, m Machine, signer ssh.Signer, cmd string) string {
 	if err != nil {
 		t.Fatalf("ssh %s %q: %v\n%s", m.Name, cmd, err, out)
 	}
+	t.Logf("timing: ssh %s (connect, authenticate, run): %v", m.Name, time.Since(began))
 	return string(out)
 }
 
@@ -319,7 +288,7 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // processes, mounts, files, containerd's runc state and cgroups.
 func assertGone(t *testing.T, dir, runDir string) {
 	t.Helper()
-	if names, _ := filepath.Glob("/run/netns/" + Prefix + "*"); len(names) > 0 {
+	if names, _ := filepath.Glob("/run/netns/" + lab.Prefix + "*"); len(names) > 0 {
 		t.Errorf("namespaces left: %v", names)
 	}
 	links, err := netlink.LinkList()
@@ -327,19 +296,19 @@ func assertGone(t *testing.T, dir, runDir string) {
 		t.Fatal(err)
 	}
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, Prefix) {
+		if strings.HasPrefix(l.Attrs().Name, lab.Prefix) {
 			t.Errorf("link left: %s", l.Attrs().Name)
 		}
 	}
-	if procs := labProcesses([]string{dir, runDir}, nil); len(procs) > 0 {
-		t.Errorf("processes left: %+v", procs)
+	if procs := lab.ProcessesOf(dir, runDir); len(procs) > 0 {
+		t.Errorf("processes left: %v", procs)
 	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(line, dir) || strings.Contains(line, runDir) || strings.Contains(line, "/run/netns/"+Prefix) {
+		if strings.Contains(line, dir) || strings.Contains(line, runDir) || strings.Contains(line, "/run/netns/"+lab.Prefix) {
 			t.Errorf("mount left: %s", line)
 		}
 	}
@@ -348,11 +317,11 @@ func assertGone(t *testing.T, dir, runDir string) {
 			t.Errorf("%s left (%v)", p, err)
 		}
 	}
-	for i := 1; i <= MaxNodes; i++ {
-		ns := Namespace(i)
+	for i := 1; i <= lab.MaxNodes; i++ {
+		ns := lab.Namespace(i)
 		left, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
-		if _, err := os.Stat(filepath.Join(defaultRuncRoot, ns)); err == nil {
-			left = append(left, filepath.Join(defaultRuncRoot, ns))
+		if _, err := os.Stat(filepath.Join("/run/containerd/runc", ns)); err == nil {
+			left = append(left, filepath.Join("/run/containerd/runc", ns))
 		}
 		if len(left) > 0 {
 			t.Errorf("containerd leftovers of %s: %v", ns, left)
@@ -360,19 +329,23 @@ func assertGone(t *testing.T, dir, runDir string) {
 	}
 }
 
-// TestDownAfterCrash kills the process running Up at several points and
-// checks that Down still removes everything.
+// TestDownAfterCrash kills the process running Up at two points and checks
+// that Down still removes everything.
 func TestDownAfterCrash(t *testing.T) {
-	requireLab(t, false)
+	labtest.Require(t, false)
 	if os.Getenv(helperEnv) != "" {
 		t.Skip("helper")
 	}
 	// After how many recorded processes the helper is killed: 0 while the
-	// network is being made, then while the machines start.
+	// network is being made, 3 while the machines start.
 	for _, after := range []int{0, 3} {
 		t.Run(fmt.Sprintf("after %d processes", after), func(t *testing.T) {
-			dir := t.TempDir()
-			t.Cleanup(func() { Down(context.Background(), dir) })
+			labtest.RemoveAbandoned(t)
+			dir, err := os.MkdirTemp("", labtest.DirPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lab.Down(context.Background(), dir); os.RemoveAll(dir) })
 			cmd := exec.Command(os.Args[0], "-test.run=^TestUpHelper$", "-test.v")
 			cmd.Env = append(os.Environ(), helperEnv+"="+dir)
 			var out bytes.Buffer
@@ -381,10 +354,10 @@ func TestDownAfterCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Kill it once the record shows enough made.
-			deadline := time.Now().Add(2 * time.Minute)
+			deadline := time.Now().Add(labtest.Timeout)
 			for {
-				st, err := readState(dir)
-				if err == nil && (len(st.Made.Links) > 0 && len(st.Made.Processes) >= after) {
+				links, procs, _, err := lab.Recorded(dir)
+				if err == nil && len(links) > 0 && len(procs) >= after {
 					break
 				}
 				if time.Now().After(deadline) {
@@ -394,26 +367,23 @@ func TestDownAfterCrash(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
-			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Process.Kill()
 			cmd.Wait()
-			st, err := readState(dir)
+			links, procs, runDir, err := lab.Recorded(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("killed Up with %d namespaces, %d links, %d processes recorded", len(st.Made.Namespaces), len(st.Made.Links), len(st.Made.Processes))
+			t.Logf("killed Up with links %v and processes %v recorded", links, procs)
 			// One of its daemons dies too.
-			for _, p := range st.Made.Processes {
-				if strings.HasPrefix(p.Name, "sshd-") {
-					p.signal(syscall.SIGKILL)
-					break
-				}
+			if err := lab.KillRecorded(dir, "sshd-"); err != nil {
+				t.Fatal(err)
 			}
-			r, err := Down(context.Background(), dir, WithLogger(testLogger(t)))
+			r, err := lab.Down(context.Background(), dir, lab.WithLogger(labtest.Logger(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("removed %+v", r)
-			assertGone(t, dir, st.Lab.RunDir)
+			assertGone(t, dir, runDir)
 		})
 	}
 }
@@ -426,19 +396,86 @@ func TestUpHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestDownAfterCrash")
 	}
-	_, err := Up(context.Background(), Options{Nodes: 2, Dir: dir, SkipImages: true, Logger: testLogger(t)})
+	_, err := lab.Up(context.Background(), lab.Options{Nodes: 2, Dir: dir, SkipImages: true, Wait: true, Logger: labtest.Logger(t)})
 	t.Logf("up: %v", err)
 	select {} // wait to be killed
+}
+
+// TestRemoveAbandoned leaves a finished lab behind a killed test process:
+// the next test's labtest removes it instead of waiting for it forever.
+func TestRemoveAbandoned(t *testing.T) {
+	labtest.Require(t, false)
+	labtest.RemoveAbandoned(t)
+	dir, err := os.MkdirTemp("", labtest.DirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Down(context.Background(), dir); os.RemoveAll(dir) })
+	cmd := exec.Command(os.Args[0], "-test.run=^TestUpHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(labtest.Timeout)
+	for {
+		if r, err := lab.Status(context.Background(), dir); err == nil && !r.Ready.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper's lab not up in time:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if r, err := lab.Status(context.Background(), dir); err != nil || r.OwnerAlive || !r.Healthy() {
+		t.Fatalf("abandoned lab: %+v %v", r, err)
+	}
+	labtest.RemoveAbandoned(t)
+	if _, up, err := lab.HostLab(); up || err != nil {
+		t.Errorf("lab still up (%v)", err)
+	}
+	assertGone(t, dir, filepath.Join(dir, "run"))
+}
+
+// TestUpCancelled cancels Up half-way: it must remove what it made.
+func TestUpCancelled(t *testing.T) {
+	labtest.Require(t, false)
+	labtest.RemoveAbandoned(t)
+	dir, err := os.MkdirTemp("", labtest.DirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Down(context.Background(), dir); os.RemoveAll(dir) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, procs, _, err := lab.Recorded(dir); err == nil && len(procs) >= 2 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err = lab.Up(ctx, lab.Options{Nodes: 2, Dir: dir, SkipImages: true, Wait: true, Logger: labtest.Logger(t)})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("up: %v, want context.Canceled", err)
+	}
+	assertGone(t, dir, filepath.Join(dir, "run"))
 }
 
 // TestDownWithoutRecord removes a lab whose lab.json is gone or corrupt,
 // by its naming conventions.
 func TestDownWithoutRecord(t *testing.T) {
-	requireLab(t, false)
 	for _, damage := range []string{"missing", "corrupt"} {
 		t.Run(damage, func(t *testing.T) {
-			l, _ := upForTest(t, Options{Nodes: 2, SkipImages: true})
-			p := filepath.Join(l.Dir, stateFile)
+			l := labtest.Start(t, lab.Options{Nodes: 2, SkipImages: true})
+			p := filepath.Join(l.Dir, lab.StateFile)
 			var err error
 			if damage == "missing" {
 				err = os.Remove(p)
@@ -449,14 +486,14 @@ func TestDownWithoutRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			began := time.Now()
-			r, err := Down(context.Background(), l.Dir, WithLogger(testLogger(t)))
+			r, err := lab.Down(context.Background(), l.Dir, lab.WithLogger(labtest.Logger(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("timing: down by conventions: %v (%+v)", time.Since(began), r)
 			// The machines' veth pairs may go with their namespaces
 			// before Down gets to them; the bridge may not.
-			if r.Processes < 2*len(l.Machines)+1 || len(r.Namespaces) != len(l.Machines) || !slices.Contains(r.Links, BridgeName) {
+			if r.Processes < 2*len(l.Machines)+1 || len(r.Namespaces) != len(l.Machines) || !slices.Contains(r.Links, lab.BridgeName) {
 				t.Errorf("removed %+v", r)
 			}
 			assertGone(t, l.Dir, l.RunDir)
@@ -465,28 +502,135 @@ func TestDownWithoutRecord(t *testing.T) {
 }
 
 // TestUpRefusesUsedAddresses checks Up leaves a host alone whose
-// 198.18.0.0/24 is taken by a link the lab did not make.
+// 198.18.0.0/15 is used by a link the lab did not make.
 func TestUpRefusesUsedAddresses(t *testing.T) {
-	requireLab(t, false)
+	labtest.Require(t, false)
+	labtest.RemoveAbandoned(t)
+	dir := t.TempDir()
+	// Wait for other packages' labs before taking the addresses.
+	ctx, cancel := context.WithTimeout(context.Background(), labtest.Timeout)
+	defer cancel()
+	for {
+		if _, up, err := lab.HostLab(); err != nil {
+			t.Fatal(err)
+		} else if !up {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("another lab stays up")
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name = "berthtest0"
-	dummy := &netlink.Bridge{LinkAttrs: la}
-	if err := netlink.LinkAdd(dummy); err != nil {
+	br := &netlink.Bridge{LinkAttrs: la} // left down: it sends nothing
+	if err := netlink.LinkAdd(br); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { netlink.LinkDel(dummy) })
-	if err := noIPv6("", la.Name); err != nil {
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("198.18.0.99/24"))}); err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.AddrAdd(dummy, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("198.18.0.99/24"))}); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	_, err := Up(context.Background(), Options{Nodes: 1, Dir: dir, SkipImages: true})
-	if !errors.Is(err, ErrAddressInUse) || !strings.Contains(err.Error(), "berthtest0") {
+	_, err := lab.Up(ctx, lab.Options{Nodes: 1, Dir: dir, SkipImages: true})
+	if !errors.Is(err, lab.ErrAddressInUse) || !strings.Contains(err.Error(), "berthtest0") {
 		t.Errorf("got %v, want ErrAddressInUse naming berthtest0", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
 		t.Errorf("up left %d files in %s", len(ents), dir)
+	}
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// TestFleetRepository commits the quickstart with the lab's machines and
+// reads it back through gitsource and render: the lab's repository must
+// load without a single error.
+func TestFleetRepository(t *testing.T) {
+	ctx := context.Background()
+	l := lab.FakeLab(t, "/srv/lab", 3)
+	qs, err := lab.FindQuickstart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "fleet.git")
+	commit, err := lab.WriteFleet(dir, l, qs, time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitsource.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	snap, err := repo.Snapshot(ctx, lab.Branch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Commit.Hash != commit {
+		t.Errorf("%s is at %s, committed %s", lab.Branch, snap.Commit.Hash, commit)
+	}
+	for _, f := range []string{"README.md", "app.yaml", "cluster.yaml", "machines.yaml"} {
+		if _, err := snap.FS.(interface {
+			ReadFile(string) ([]byte, error)
+		}).ReadFile(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	checkFleet(t, snap, l)
+}
+
+// checkFleet loads a snapshot of the fleet repository and checks it holds
+// the lab's machines and cluster settings, with no error diagnostics.
+func checkFleet(t *testing.T, snap *gitsource.Snapshot, l *lab.Lab) {
+	t.Helper()
+	d, err := render.Load(context.Background(), snap.FS, render.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, diag := range d.Diagnostics {
+		if diag.Severity == render.SeverityError {
+			t.Errorf("fleet repository: %v", diag)
+		}
+	}
+	machines := map[string]*v1alpha1.Machine{}
+	for _, o := range d.Objects {
+		if v, ok := o.Obj.(*v1alpha1.Machine); ok {
+			machines[v.Name] = v
+		}
+	}
+	if len(machines) != len(l.Machines) {
+		t.Errorf("%d machines in the repository, lab has %d", len(machines), len(l.Machines))
+	}
+	for _, m := range l.Machines {
+		got := machines[m.Name]
+		if got == nil {
+			t.Errorf("machine %s missing", m.Name)
+			continue
+		}
+		s := got.Spec
+		if s.Address != m.Address.Addr().String() || s.SSH.User != "root" || s.SSH.Port != lab.SSHPort ||
+			s.SSH.HostKey != m.HostKey || s.PodCIDR != m.PodCIDR.String() ||
+			got.Labels["kubernetes.io/hostname"] != m.Name || got.Annotations[lab.NamespaceAnnotation] != m.Agent.Namespace {
+			t.Errorf("machine %s: %+v %v %v", m.Name, s, got.Labels, got.Annotations)
+		}
+		a := s.Agent
+		if a.StateDir != m.Agent.StateDir || a.Socket != m.Agent.Socket || a.LogDir != m.Agent.LogDir ||
+			a.ContainerdAddress != m.Agent.ContainerdAddress || a.BinaryPath != m.Agent.BinaryPath {
+			t.Errorf("machine %s: agent %+v, want %+v", m.Name, a, m.Agent)
+		}
+	}
+	c := d.Cluster.Spec
+	if c.PodCIDR != lab.PodCIDR.String() || c.ServiceCIDR != lab.ServiceCIDR.String() {
+		t.Errorf("cluster CIDRs %s %s", c.PodCIDR, c.ServiceCIDR)
+	}
+	plain := false
+	for _, r := range c.Registries {
+		plain = plain || (r.Host == lab.RegistryHost && r.PlainHTTP)
+	}
+	if !plain {
+		t.Errorf("cluster registries %+v: %s is not plain HTTP", c.Registries, lab.RegistryHost)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -47,10 +48,10 @@ func Missing() []string {
 
 // Up makes a lab of opts.Nodes machines in opts.Dir (see the package
 // documentation) and returns where everything is. It refuses with ErrExists
-// when a lab is already up on the host, and with ErrAddressInUse when
-// something else uses 198.18.0.0/15. If it fails or ctx ends half-way, it
-// removes what it made before returning; if the process dies half-way, Down
-// removes it.
+// when a lab is already up on the host (unless opts.Wait), and with
+// ErrAddressInUse when something else uses 198.18.0.0/15. If it fails or
+// ctx ends half-way, it removes what it made before returning; if the
+// process dies half-way, Down removes it.
 func Up(ctx context.Context, opts Options) (*Lab, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
@@ -71,34 +72,45 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	}
 	log = log.With("component", "lab", "dir", dir)
 
-	release, err := lock(ctx)
+	// What comes from the source tree is checked before anything is made.
+	qs := opts.Quickstart
+	if qs == nil {
+		if qs, err = findQuickstart(); err != nil {
+			return nil, fmt.Errorf("lab up: %w", err)
+		}
+	}
+	example, err := readExample(qs)
+	if err != nil {
+		return nil, fmt.Errorf("lab up: %w", err)
+	}
+	if !opts.SkipImages {
+		if _, err := exec.LookPath("go"); err != nil {
+			return nil, fmt.Errorf("lab up: building the echo images needs a Go toolchain on PATH (or skip the images): %w", err)
+		}
+		if _, err := os.Stat(images.BusyboxPath); err != nil {
+			return nil, fmt.Errorf("lab up: building the echo images needs %s (Debian package busybox-static), or skip the images", images.BusyboxPath)
+		}
+	}
+
+	release, err := lockHost(ctx, dir, opts.Wait, log)
 	if err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	defer release()
-
-	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
-		return nil, fmt.Errorf("lab up: %w in %s (run lab down first)", ErrExists, dir)
-	}
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("lab up: %s is not empty", dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("lab up: %w", err)
-	}
-	if err := checkHost(dir); err != nil {
-		return nil, fmt.Errorf("lab up: %w", err)
-	}
 
 	began := time.Now()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	u := &upper{
-		opts: opts,
-		lab:  layout(dir, opts.Nodes),
-		log:  log,
+		opts:    opts,
+		example: example,
+		lab:     layout(dir, opts.Nodes),
+		log:     log,
 	}
-	u.j = &journal{path: filepath.Join(dir, stateFile), st: state{Version: stateVersion, Started: began, Lab: u.lab}}
+	owner := process{Name: "lab up", PID: os.Getpid()}
+	owner.Start, _ = startTime(owner.PID)
+	u.j = &journal{path: filepath.Join(dir, stateFile), st: state{Version: stateVersion, Started: began, Owner: owner, Lab: u.lab}}
 	if err := u.j.record(func(*state) {}); err != nil {
 		os.Remove(dir) // only if still empty
 		return nil, fmt.Errorf("lab up: %w", err)
@@ -124,12 +136,59 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	return u.lab, nil
 }
 
+// lockHost takes the host lock once the host is free for a lab in dir:
+// dir holds no lab and is empty, no other lab is up (or, with wait, once
+// the other lab is gone), and the lab's addresses are unused.
+func lockHost(ctx context.Context, dir string, wait bool, log *slog.Logger) (release func(), err error) {
+	waiting := false
+	for {
+		release, err := lock(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = checkFree(dir)
+		if err == nil {
+			return release, nil
+		}
+		release()
+		if !wait || !errors.Is(err, ErrExists) || errors.Is(err, errHere) {
+			return nil, err
+		}
+		if !waiting {
+			log.Info("waiting for the other lab to go", "reason", err)
+			waiting = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w; gave up waiting: %w", err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// errHere marks an ErrExists for a lab in the very directory asked for.
+var errHere = errors.New("in this directory")
+
+// checkFree checks that a lab can be made in dir.
+func checkFree(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+		return fmt.Errorf("%w %w %s (run lab down first)", ErrExists, errHere, dir)
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return checkHost(dir)
+}
+
 // upper makes one lab.
 type upper struct {
-	opts Options
-	lab  *Lab
-	j    *journal
-	log  *slog.Logger
+	opts    Options
+	example map[string][]byte // the example fleet's files
+	lab     *Lab
+	j       *journal
+	log     *slog.Logger
 }
 
 // start starts a daemon and records it.
@@ -181,7 +240,13 @@ func (u *upper) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := u.network(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	u.log.Info("network ready", "bridge", l.Bridge, "machines", len(l.Machines))
@@ -192,6 +257,9 @@ func (u *upper) up(ctx context.Context) error {
 	wg.Go(func() { regErr = u.registryAndImages(ctx) })
 
 	err = u.machines(ctx)
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err == nil {
 		err = u.fleet()
 	}

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -10,10 +9,6 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
-
-	"berth.dev/berth/gitsource"
-	"berth.dev/berth/render"
-	"berth.dev/berth/render/api/v1alpha1"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -106,119 +101,10 @@ func TestRunDirForLongDir(t *testing.T) {
 }
 
 // testLab is a laid-out lab with made-up host keys.
-func testLab(t *testing.T, n int) *Lab {
-	l := layout("/srv/lab", n)
-	for i := range l.Machines {
-		key, err := writeKey(filepath.Join(t.TempDir(), "key"), "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Machines[i].HostKey = key
-	}
-	return l
-}
-
-// TestFleetRepository commits the quickstart with the lab's machines and
-// reads it back through gitsource and render: the lab's repository must
-// load without a single error.
-func TestFleetRepository(t *testing.T) {
-	ctx := context.Background()
-	l := testLab(t, 3)
-	example, err := findQuickstart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := fleetFiles(example, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "fleet.git")
-	when := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	commit, err := commitFleet(dir, files, when)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := gitsource.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repo.Close()
-	snap, err := repo.Snapshot(ctx, Branch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if snap.Commit.Hash != commit.String() {
-		t.Errorf("%s is at %s, committed %s", Branch, snap.Commit.Hash, commit)
-	}
-	for _, f := range []string{"README.md", "app.yaml", "cluster.yaml", "machines.yaml"} {
-		if _, err := snap.FS.(interface {
-			ReadFile(string) ([]byte, error)
-		}).ReadFile(f); err != nil {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-	checkFleet(t, snap, l)
-}
-
-// checkFleet loads a snapshot of the fleet repository and checks it holds
-// the lab's machines and cluster settings, with no error diagnostics.
-func checkFleet(t *testing.T, snap *gitsource.Snapshot, l *Lab) {
-	t.Helper()
-	d, err := render.Load(context.Background(), snap.FS, render.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, diag := range d.Diagnostics {
-		if diag.Severity == render.SeverityError {
-			t.Errorf("fleet repository: %v", diag)
-		}
-	}
-	machines := map[string]*v1alpha1.Machine{}
-	for _, o := range d.Objects {
-		if v, ok := o.Obj.(*v1alpha1.Machine); ok {
-			machines[v.Name] = v
-		}
-	}
-	cluster := d.Cluster
-	if len(machines) != len(l.Machines) {
-		t.Errorf("%d machines in the repository, lab has %d", len(machines), len(l.Machines))
-	}
-	for _, m := range l.Machines {
-		got := machines[m.Name]
-		if got == nil {
-			t.Errorf("machine %s missing", m.Name)
-			continue
-		}
-		s := got.Spec
-		if s.Address != m.Address.Addr().String() || s.SSH.User != "root" || s.SSH.Port != SSHPort ||
-			s.SSH.HostKey != m.HostKey || s.PodCIDR != m.PodCIDR.String() ||
-			got.Labels["kubernetes.io/hostname"] != m.Name || got.Annotations[NamespaceAnnotation] != m.Agent.Namespace {
-			t.Errorf("machine %s: %+v %v %v", m.Name, s, got.Labels, got.Annotations)
-		}
-		a := s.Agent
-		if a.StateDir != m.Agent.StateDir || a.Socket != m.Agent.Socket || a.LogDir != m.Agent.LogDir ||
-			a.ContainerdAddress != m.Agent.ContainerdAddress || a.BinaryPath != m.Agent.BinaryPath {
-			t.Errorf("machine %s: agent %+v, want %+v", m.Name, a, m.Agent)
-		}
-	}
-	if cluster == nil {
-		t.Fatal("no Cluster")
-	}
-	c := cluster.Spec
-	if c.PodCIDR != PodCIDR.String() || c.ServiceCIDR != ServiceCIDR.String() {
-		t.Errorf("cluster CIDRs %s %s", c.PodCIDR, c.ServiceCIDR)
-	}
-	plain := false
-	for _, r := range c.Registries {
-		plain = plain || (r.Host == RegistryHost && r.PlainHTTP)
-	}
-	if !plain {
-		t.Errorf("cluster registries %+v: %s is not plain HTTP", c.Registries, RegistryHost)
-	}
-}
+func testLab(t *testing.T, n int) *Lab { return FakeLab(t, "/srv/lab", n) }
 
 func TestFleetFilesNeedsMachines(t *testing.T) {
-	_, err := fleetFiles(fstest.MapFS{"app.yaml": {Data: []byte("{}")}}, testLab(t, 1))
+	_, err := readExample(fstest.MapFS{"app.yaml": {Data: []byte("{}")}, ".git/x": {}})
 	if err == nil || !strings.Contains(err.Error(), "machines.yaml") {
 		t.Errorf("got %v, want an error about machines.yaml", err)
 	}

@@ -57,8 +57,8 @@ func checkHost(dir string) error {
 	for _, l := range links {
 		a := l.Attrs()
 		if a.Name == BridgeName {
-			other := strings.TrimPrefix(a.Alias, "berth lab ")
-			if other == "" || other == a.Alias {
+			other, ok := strings.CutPrefix(a.Alias, "berth lab ")
+			if !ok || other == "" {
 				other = "an unknown directory"
 			}
 			return fmt.Errorf("%w: bridge %s exists, made for %s (run lab down first)", ErrExists, BridgeName, other)

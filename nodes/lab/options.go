@@ -70,6 +70,10 @@ type Options struct {
 	// the echo images (building them needs the berth source tree and a Go
 	// toolchain).
 	SkipImages bool
+	// Wait makes Up wait, until its context ends, while another lab is up
+	// on the host, instead of failing with ErrExists (tests of several
+	// packages take turns this way).
+	Wait bool
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }

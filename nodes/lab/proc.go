@@ -314,7 +314,7 @@ func statNS(path string) (nsID, bool) {
 // never included.
 func labProcesses(dirs []string, netns []nsID) []process {
 	self := os.Getpid()
-	spare := map[int]bool{}
+	spare := map[int]bool{1: true}
 	for pid := self; pid > 1 && !spare[pid]; {
 		spare[pid] = true
 		st, err := readStat(pid)

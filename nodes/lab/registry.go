@@ -67,7 +67,7 @@ func (u *upper) registry(ctx context.Context) error {
 		case <-d.done:
 			return d.failure()
 		case <-wctx.Done():
-			return fmt.Errorf("registry at %s not answering: %w", l.Registry, err)
+			return fmt.Errorf("registry at %s not answering: %w (last: %v)", l.Registry, wctx.Err(), err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

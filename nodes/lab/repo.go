@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -69,10 +70,9 @@ func isBerthModule(gomod []byte) bool {
 	return false
 }
 
-// fleetFiles returns the files of the lab's fleet repository: every
-// regular file of the example (hidden ones left out) with machines.yaml
-// replaced by the lab's machines.
-func fleetFiles(example fs.FS, l *Lab) (map[string][]byte, error) {
+// readExample reads every regular file of the example fleet (hidden ones
+// left out); it must have a machines.yaml for the lab to replace.
+func readExample(example fs.FS) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	err := fs.WalkDir(example, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -107,6 +107,13 @@ func fleetFiles(example fs.FS, l *Lab) (map[string][]byte, error) {
 	if _, ok := files[machinesFile]; !ok {
 		return nil, fmt.Errorf("read example fleet: no %s", machinesFile)
 	}
+	return files, nil
+}
+
+// fleetFiles returns the files of the lab's fleet repository: the
+// example's, with machines.yaml replaced by the lab's machines.
+func fleetFiles(example map[string][]byte, l *Lab) (map[string][]byte, error) {
+	files := maps.Clone(example)
 	m, err := machinesYAML(l)
 	if err != nil {
 		return nil, err
@@ -315,14 +322,7 @@ func envFile(l *Lab) []byte {
 // fleet writes the repository, known_hosts and lab.env.
 func (u *upper) fleet() error {
 	l := u.lab
-	example := u.opts.Quickstart
-	if example == nil {
-		var err error
-		if example, err = findQuickstart(); err != nil {
-			return err
-		}
-	}
-	files, err := fleetFiles(example, l)
+	files, err := fleetFiles(u.example, l)
 	if err != nil {
 		return err
 	}

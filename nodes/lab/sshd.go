@@ -122,7 +122,7 @@ func waitSSH(ctx context.Context, addr string, d *daemon) error {
 		case <-d.done:
 			return d.failure()
 		case <-ctx.Done():
-			return fmt.Errorf("sshd at %s not answering: %w", addr, err)
+			return fmt.Errorf("sshd at %s not answering: %w (last: %v)", addr, ctx.Err(), err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

@@ -23,6 +23,8 @@ const stateVersion = 1
 type state struct {
 	Version int       `json:"version"`
 	Started time.Time `json:"started"`
+	// Owner is the process that ran Up.
+	Owner process `json:"owner"`
 	// Ready is set when Up finished; UpSeconds is how long it took.
 	Ready     time.Time `json:"ready,omitzero"`
 	UpSeconds float64   `json:"upSeconds,omitempty"`

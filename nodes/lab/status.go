@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,9 +49,13 @@ type Report struct {
 	Dir string `json:"dir"`
 	// Started is when Up began; Ready when it finished (zero if it did
 	// not), after UpTook.
-	Started    time.Time       `json:"started"`
-	Ready      time.Time       `json:"ready,omitzero"`
-	UpTook     time.Duration   `json:"upTook,omitempty"`
+	Started time.Time     `json:"started"`
+	Ready   time.Time     `json:"ready,omitzero"`
+	UpTook  time.Duration `json:"upTook,omitempty"`
+	// Owner is the pid of the process that ran Up; OwnerAlive whether it
+	// still runs (a CLI's has ended; a test's runs until the test ends).
+	Owner      int             `json:"owner"`
+	OwnerAlive bool            `json:"ownerAlive"`
 	Machines   []MachineStatus `json:"machines"`
 	Registry   Check           `json:"registry"`
 	Repository Check           `json:"repository"`
@@ -125,7 +130,14 @@ func Status(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 		return nil, fmt.Errorf("lab status: %w", err)
 	}
 	l := st.Lab
-	r := &Report{Dir: dir, Started: st.Started, Ready: st.Ready, UpTook: time.Duration(st.UpSeconds * float64(time.Second))}
+	r := &Report{
+		Dir:        dir,
+		Started:    st.Started,
+		Ready:      st.Ready,
+		UpTook:     time.Duration(st.UpSeconds * float64(time.Second)),
+		Owner:      st.Owner.PID,
+		OwnerAlive: st.Owner.PID > 0 && st.Owner.alive(),
+	}
 	r.Machines = make([]MachineStatus, len(l.Machines))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -154,6 +166,24 @@ func Status(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 	wg.Wait()
 	r.Took = time.Since(began)
 	return r, nil
+}
+
+// HostLab reports whether a lab is up on this host and, when its bridge
+// says, the directory it lives in.
+func HostLab() (dir string, up bool, err error) {
+	l, err := netlink.LinkByName(BridgeName)
+	if err == nil {
+		dir, _ := strings.CutPrefix(l.Attrs().Alias, "berth lab ")
+		return dir, true, nil
+	}
+	var nf netlink.LinkNotFoundError
+	if !errors.As(err, &nf) {
+		return "", false, fmt.Errorf("find lab bridge: %w", err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(netnsDir, Prefix+"*")); len(names) > 0 {
+		return "", true, nil
+	}
+	return "", false, nil
 }
 
 // nsfsMagic is the filesystem type of a bound namespace (NSFS_MAGIC).
