@@ -45,25 +45,32 @@
 // keep its CNI state (host-local IPAM's dataDir, libcni's cache) and its
 // pods' bind-mounted network namespaces under its state dir, not in
 // /var/lib/cni or /run/netns. Its nftables table, CNI bridge and sysctls are
-// per network namespace and need nothing. The first four are also in each
-// Machine document's spec.agent, with binaryPath.
+// per network namespace and need nothing. Each Machine document carries
+// the paths in spec.agent (with binaryPath) and the containerd namespace
+// in the annotation lab.berth.dev/containerd-namespace.
 //
 // # Records and cleanup
 //
 // Up writes DIR/lab.json before it makes each thing (namespace, link,
-// route, mount, directory outside DIR) and after it starts each process
-// (with the process's start time, so that a reused pid is never signalled).
-// Down undoes all of it from that record, and also finds what the record
-// missed by the lab's conventions: namespaces berth-lab*, links berth-lab*,
-// processes whose command line names DIR, that live in a lab namespace, or
-// that descend from a containerd shim of a lab containerd; mounts under DIR
-// and RUN. It works after a crash, a half-finished Up, or with lab.json
-// gone, and a second Down does nothing. Up and Down take a host-wide lock
-// (an abstract unix socket, so nothing is left on disk) so they never
-// interleave. Outside DIR, Up may leave /run/sshd (the empty directory
-// Debian's sshd needs, normally made by its init script) and, when it made
-// them and they are empty again, Down removes /run/netns and its bind
-// mount.
+// route, mount, directory outside DIR) and right after it starts each
+// process (with the process's start time, so that a reused pid is never
+// signalled). Down removes what the record lists; when lab.json is
+// missing or corrupt it goes by the lab's conventions instead (namespaces
+// and links named berth-lab*, unless the bridge's alias names another
+// directory whose lab is still recorded). Either way it also stops every
+// process whose command line names DIR or RUN (the daemons, containerd's
+// shims, an agent installed under DIR) or that lives in a lab namespace,
+// with all their descendants (containers), then removes containerd's
+// leftovers outside DIR (runc state, shim sockets, cgroups) and every mount
+// under DIR and RUN, and only then the files. It works after a crash, a
+// half-finished Up, or with lab.json gone, and a second Down does nothing.
+// Up and Down take a host-wide lock (an abstract unix socket, so nothing is
+// left on disk) so that they never interleave.
+//
+// Outside DIR and RUN, Up may leave /run/sshd, the empty directory
+// Debian's sshd needs (its init script normally makes it); /run/netns and
+// its shared bind mount are removed by Down when Up made them and they are
+// empty again.
 //
 // Tests bring labs up with package labtest, which takes turns with other
 // packages' tests and removes labs that killed test runs left behind.

@@ -41,11 +41,14 @@ func TestLabEndToEnd(t *testing.T) {
 	signer := labSigner(t, l)
 	for _, m := range l.Machines {
 		t.Run("machine "+m.Name, func(t *testing.T) {
-			out := sshRun(t, m, signer, "ip -4 -o addr show dev eth0; hostname -I; echo $BERTH_LAB_MACHINE; echo HOME=$HOME")
+			out := sshRun(t, m, signer, "ip -4 -o addr show dev eth0; hostname -I; echo $BERTH_LAB_MACHINE; echo HOME=$HOME; ip -6 -o addr show scope global; ip -6 -o addr show scope link")
 			for _, want := range []string{m.Address.String(), m.Name, "HOME=" + m.Home()} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%s says:\n%s\nwant %s in it", m.Name, out, want)
 				}
+			}
+			if strings.Contains(out, "inet6") {
+				t.Errorf("%s has IPv6 addresses (lab traffic must stay on 198.18.0.0/15):\n%s", m.Name, out)
 			}
 			// From inside the machine: the registry on the bridge
 			// address holds both echo tags, and every other machine's
@@ -86,6 +89,21 @@ func TestLabEndToEnd(t *testing.T) {
 			t.Logf("%s: containerd %s", m.Name, v.Version)
 		})
 	}
+
+	t.Run("host links", func(t *testing.T) {
+		for _, name := range []string{l.Bridge, l.Machines[0].HostLink} {
+			link, err := netlink.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if addrs, err := netlink.AddrList(link, netlink.FAMILY_V6); err != nil || len(addrs) > 0 {
+				t.Errorf("%s has IPv6 addresses %v (%v)", name, addrs, err)
+			}
+			if link.Attrs().OperState != netlink.OperUp && name == l.Bridge {
+				t.Errorf("%s is %s", name, link.Attrs().OperState)
+			}
+		}
+	})
 
 	t.Run("host routes", func(t *testing.T) {
 		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)

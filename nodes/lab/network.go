@@ -174,20 +174,6 @@ func deleteNetns(path string) error {
 	return nil
 }
 
-// handleAt opens a netlink handle inside the namespace bound at path.
-func handleAt(path string) (*netlink.Handle, error) {
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("netlink in %s: %w", path, err)
-	}
-	return h, nil
-}
-
 // setSysctl writes a /proc/sys value (path relative to /proc/sys) in the
 // namespace bound at ns, or in this process's namespace when ns is "".
 func setSysctl(ns, key, value string) error {

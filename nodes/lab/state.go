@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 )
@@ -75,18 +74,6 @@ func (j *journal) record(change func(*state)) error {
 	defer j.mu.Unlock()
 	change(&j.st)
 	return writeState(j.path, &j.st)
-}
-
-// snapshot returns a copy of the state's inventory.
-func (j *journal) made() made {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	m := j.st.Made
-	m.Namespaces = slices.Clone(m.Namespaces)
-	m.Links = slices.Clone(m.Links)
-	m.Routes = slices.Clone(m.Routes)
-	m.Processes = slices.Clone(m.Processes)
-	return m
 }
 
 func writeState(path string, st *state) error {
