@@ -771,3 +771,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// An agent that restarts (an upgrade) is found again on the next call:
+// the client's kept-alive connection to the old one is not an error.
+func TestAgentRestart(t *testing.T) {
+	dir, err := os.MkdirTemp("", "berth-agentclient")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "agent.sock")
+	start := func(b *fakeBackend) func() {
+		l, err := httpapi.ListenUnix(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- httpapi.Serve(ctx, l, httpapi.NewHandler(b, httpapi.Options{})) }()
+		return func() {
+			cancel()
+			if err := <-served; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	c := agentclient.New(agentclient.DialUnix(sock), agentclient.Options{})
+	defer c.Close()
+	ctx := context.Background()
+
+	stop := start(&fakeBackend{node: api.NodeInfo{Name: "old"}})
+	if n, err := c.Node(ctx); err != nil || n.Name != "old" {
+		t.Fatal(n.Name, err)
+	}
+	stop()
+	if _, err := c.Node(ctx); !errors.Is(err, api.ErrUnavailable) {
+		t.Errorf("no agent: %v, want ErrUnavailable", err)
+	}
+	b := &fakeBackend{node: api.NodeInfo{Name: "new"}}
+	defer start(b)()
+	if n, err := c.Node(ctx); err != nil || n.Name != "new" {
+		t.Errorf("after the restart: %q, %v", n.Name, err)
+	}
+	if err := c.SetPods(ctx, api.DesiredPods{Generation: 1, Pods: []api.Pod{}}); err != nil {
+		t.Errorf("set pods after the restart: %v", err)
+	}
+}

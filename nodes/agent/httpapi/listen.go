@@ -75,7 +75,14 @@ func listenLocked(path string) (*net.UnixListener, error) {
 		// Stale: the rename below replaces it.
 	}
 
+	// Bind under a temporary name, restrict, then rename into place, so
+	// that the socket is never reachable with the umask's mode. A path too
+	// long for that is bound in place (its directory is still private
+	// when ListenUnix made it).
 	tmp := path + ".new"
+	if len(tmp) > maxSocketPath {
+		tmp = path
+	}
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -92,11 +99,17 @@ func listenLocked(path string) (*net.UnixListener, error) {
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		return fail(err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fail(err)
+	if tmp != path {
+		if err := os.Rename(tmp, path); err != nil {
+			return fail(err)
+		}
 	}
 	return l, nil
 }
+
+// maxSocketPath is the longest path a unix socket may have (sun_path is
+// 108 bytes, with a terminating NUL).
+const maxSocketPath = 107
 
 type unixListener struct {
 	*net.UnixListener

@@ -187,3 +187,21 @@ func TestServeShutsDownGracefully(t *testing.T) {
 		t.Errorf("still answering after shutdown")
 	}
 }
+
+// A path with no room for the temporary name is bound in place, 0600 all
+// the same.
+func TestListenUnixLongPath(t *testing.T) {
+	dir := socketDir(t)
+	path := filepath.Join(dir, strings.Repeat("s", maxSocketPath-len(dir)-1))
+	if len(path) != maxSocketPath {
+		t.Fatalf("path of %d bytes", len(path))
+	}
+	l, err := ListenUnix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("%v %v", fi.Mode(), err)
+	}
+}
