@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -351,9 +352,6 @@ func assertGone(t *testing.T, dir, runDir string) {
 // that Down still removes everything.
 func TestDownAfterCrash(t *testing.T) {
 	labtest.Require(t, false)
-	if os.Getenv(helperEnv) != "" {
-		t.Skip("helper")
-	}
 	// After how many recorded processes the helper is killed: 0 while the
 	// network is being made, 3 while the machines start.
 	for _, after := range []int{0, 3} {
@@ -364,7 +362,7 @@ func TestDownAfterCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { lab.Down(context.Background(), dir); os.RemoveAll(dir) })
-			cmd := exec.Command(os.Args[0], "-test.run=^TestUpHelper$", "-test.v")
+			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), helperEnv+"="+dir)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -408,15 +406,16 @@ func TestDownAfterCrash(t *testing.T) {
 
 const helperEnv = "BERTH_LAB_TEST_HELPER_DIR"
 
-// TestUpHelper runs Up for TestDownAfterCrash, which kills it half-way.
-func TestUpHelper(t *testing.T) {
-	dir := os.Getenv(helperEnv)
-	if dir == "" {
-		t.Skip("run by TestDownAfterCrash")
+// TestMain runs Up in place of the tests when the test binary is started as
+// the helper that TestDownAfterCrash and TestRemoveAbandoned kill.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(helperEnv); dir != "" {
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		_, err := lab.Up(context.Background(), lab.Options{Nodes: 2, Dir: dir, SkipImages: true, Wait: true, Logger: log})
+		log.Info("helper: lab up", "err", err)
+		select {} // wait to be killed
 	}
-	_, err := lab.Up(context.Background(), lab.Options{Nodes: 2, Dir: dir, SkipImages: true, Wait: true, Logger: labtest.Logger(t)})
-	t.Logf("up: %v", err)
-	select {} // wait to be killed
+	os.Exit(m.Run())
 }
 
 // TestRemoveAbandoned leaves a finished lab behind a killed test process:
@@ -429,7 +428,7 @@ func TestRemoveAbandoned(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Down(context.Background(), dir); os.RemoveAll(dir) })
-	cmd := exec.Command(os.Args[0], "-test.run=^TestUpHelper$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

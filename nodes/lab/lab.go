@@ -251,10 +251,13 @@ func (u *upper) up(ctx context.Context) error {
 	}
 	u.log.Info("network ready", "bridge", l.Bridge, "machines", len(l.Machines))
 
-	// The registry and its images go on while the machines start.
+	// The registry and its images go on while the machines start; a
+	// machine that fails stops them.
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
 	var regErr error
-	wg.Go(func() { regErr = u.registryAndImages(ctx) })
+	wg.Go(func() { regErr = u.registryAndImages(rctx) })
 
 	err = u.machines(ctx)
 	if err == nil {
@@ -263,8 +266,14 @@ func (u *upper) up(ctx context.Context) error {
 	if err == nil {
 		err = u.fleet()
 	}
+	if err != nil {
+		stop()
+	}
 	wg.Wait()
-	return errors.Join(err, regErr)
+	if err != nil {
+		return err
+	}
+	return regErr
 }
 
 // machines starts every machine's sshd and containerd inside its namespace
