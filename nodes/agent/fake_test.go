@@ -46,9 +46,17 @@ func (c *fakeClock) Now() time.Time {
 
 func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	if d <= 0 {
+		// Due now: as time.AfterFunc, it fires without waiting for time
+		// to move.
+		t.stopped = true
+		c.mu.Unlock()
+		f()
+		return t
+	}
 	c.timers = append(c.timers, t)
+	c.mu.Unlock()
 	return t
 }
 

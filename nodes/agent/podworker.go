@@ -45,6 +45,7 @@ type podWorker struct {
 	pullMsg  map[string]string
 	requeue  Timer
 	failures int               // consecutive runtime failures
+	acted    bool              // this sync changed something: observe again before reporting
 	backOff  map[string]string // container -> exited instance a BackOff event was sent for
 	lastErr  map[string]string // event dedup: what -> last message
 
@@ -294,7 +295,13 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 	w.setPodError("", "")
 
 	// 5. Containers.
+	w.acted = false
 	n := w.syncContainers(ctx, desired, sb, mounts, ctrs, now)
+	if w.acted {
+		// What the status shows is what is there now, not what was there
+		// before acting.
+		w.observe(ctx)
+	}
 	w.failures = 0
 	return earliest(next, n)
 }
@@ -492,6 +499,7 @@ func (w *podWorker) ensureRunning(ctx context.Context, pod *api.Pod, sb Sandbox,
 	if cur.State == StateRunning {
 		if failed, why := w.m.prober.failed(cur.ID); failed {
 			w.m.event(api.EventNormal, "Killing", w.key, c.Name, fmt.Sprintf("Container %s %s, will be restarted", c.Name, why))
+			w.acted = true
 			if err := w.stopContainer(ctx, pod, c, cur, probeGrace(pod, c)); err != nil {
 				return w.runtimeFailed("stop container", err, now), ContainerState{}, false
 			}
@@ -579,6 +587,7 @@ func (w *podWorker) start(ctx context.Context, pod *api.Pod, sb Sandbox, mounts 
 	if len(prev) > 0 {
 		w.crash.Next(key, prev[0].FinishedAt, now)
 	}
+	w.acted = true
 	id, err := w.m.rt.CreateContainer(ctx, ContainerConfig{
 		Pod: pod, Sandbox: sb, Container: c, Image: img, Attempt: attempt, Mounts: mounts, LogPath: logPath,
 	})
@@ -845,6 +854,7 @@ func (w *podWorker) stopRunning(ctx context.Context, pod *api.Pod, ctrs []Contai
 	if len(app)+len(side) == 0 {
 		return nil
 	}
+	w.acted = true
 	grace := gracePeriod(pod)
 	stopAll := func(list []ContainerState) error {
 		var wg sync.WaitGroup
