@@ -654,4 +654,10 @@ func defaultMachine(s *v1alpha1.MachineSpec) {
 	if a.ContainerdAddress == "" {
 		a.ContainerdAddress = v1alpha1.DefaultContainerd
 	}
+	if a.Namespace == "" {
+		a.Namespace = v1alpha1.DefaultNamespace
+	}
+	if a.BinaryPath == "" {
+		a.BinaryPath = v1alpha1.DefaultBinaryPath
+	}
 }

@@ -46,8 +46,7 @@
 // pods' bind-mounted network namespaces under its state dir, not in
 // /var/lib/cni or /run/netns. Its nftables table, CNI bridge and sysctls are
 // per network namespace and need nothing. Each Machine document carries
-// the paths in spec.agent (with binaryPath) and the containerd namespace
-// in the annotation lab.berth.dev/containerd-namespace.
+// the paths in spec.agent, with binaryPath and the containerd namespace.
 //
 // # Records and cleanup
 //

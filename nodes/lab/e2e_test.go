@@ -630,7 +630,7 @@ func checkFleet(t *testing.T, snap *gitsource.Snapshot, l *lab.Lab) {
 		s := got.Spec
 		if s.Address != m.Address.Addr().String() || s.SSH.User != "root" || s.SSH.Port != lab.SSHPort ||
 			s.SSH.HostKey != m.HostKey || s.PodCIDR != m.PodCIDR.String() ||
-			got.Labels["kubernetes.io/hostname"] != m.Name || got.Annotations[lab.NamespaceAnnotation] != m.Agent.Namespace {
+			got.Labels["kubernetes.io/hostname"] != m.Name || got.Spec.Agent.Namespace != m.Agent.Namespace {
 			t.Errorf("machine %s: %+v %v %v", m.Name, s, got.Labels, got.Annotations)
 		}
 		a := s.Agent

@@ -26,10 +26,6 @@ import (
 // Branch is the fleet repository's branch.
 const Branch = "main"
 
-// NamespaceAnnotation on a lab Machine names the containerd namespace its
-// agent must use (the Machine kind has no field for it).
-const NamespaceAnnotation = "lab.berth.dev/containerd-namespace"
-
 // machinesFile is the file of the example fleet that the lab replaces.
 const machinesFile = "machines.yaml"
 
@@ -151,6 +147,7 @@ type (
 		Socket            string `yaml:"socket"`
 		LogDir            string `yaml:"logDir"`
 		ContainerdAddress string `yaml:"containerdAddress"`
+		Namespace         string `yaml:"namespace"`
 		BinaryPath        string `yaml:"binaryPath"`
 	}
 )
@@ -162,15 +159,14 @@ func machinesYAML(l *Lab) ([]byte, error) {
 	fmt.Fprintf(&b, "# The lab's %d machines, written by berth lab up: network namespaces on one\n", len(l.Machines))
 	b.WriteString("# host, each with its own sshd (host key pinned below) and containerd. Their\n")
 	b.WriteString("# agents keep their files under the lab directory and use their own\n")
-	fmt.Fprintf(&b, "# containerd namespace (annotation %s).\n", NamespaceAnnotation)
+	b.WriteString("# containerd namespace (spec.agent.namespace).\n")
 	for _, m := range l.Machines {
 		doc := yamlMachine{
 			APIVersion: v1alpha1.APIVersion,
 			Kind:       "Machine",
 			Metadata: yamlMeta{
-				Name:        m.Name,
-				Labels:      map[string]string{"kubernetes.io/hostname": m.Name},
-				Annotations: map[string]string{NamespaceAnnotation: m.Agent.Namespace},
+				Name:   m.Name,
+				Labels: map[string]string{"kubernetes.io/hostname": m.Name},
 			},
 			Spec: yamlMachineSpec{
 				Address: m.Address.Addr().String(),
@@ -181,6 +177,7 @@ func machinesYAML(l *Lab) ([]byte, error) {
 					Socket:            m.Agent.Socket,
 					LogDir:            m.Agent.LogDir,
 					ContainerdAddress: m.Agent.ContainerdAddress,
+					Namespace:         m.Agent.Namespace,
 					BinaryPath:        m.Agent.BinaryPath,
 				},
 			},

@@ -28,6 +28,8 @@ const (
 	DefaultSocket        = "/run/berth/agent.sock"
 	DefaultLogDir        = "/var/log/berth/pods"
 	DefaultContainerd    = "/run/containerd/containerd.sock"
+	DefaultNamespace     = "berth"
+	DefaultBinaryPath    = "/usr/local/bin/berth"
 )
 
 // Machine is one bare-metal host. Its metadata.labels play the part of a
@@ -71,6 +73,9 @@ type AgentSpec struct {
 	Socket            string `json:"socket,omitempty"`
 	LogDir            string `json:"logDir,omitempty"`
 	ContainerdAddress string `json:"containerdAddress,omitempty"`
+	// Namespace is the containerd namespace the agent's containers live
+	// in; machines that share a kernel (the lab) need one each.
+	Namespace string `json:"namespace,omitempty"`
 	// BinaryPath is where the berth binary is installed on the machine.
 	BinaryPath string `json:"binaryPath,omitempty"`
 }
