@@ -214,8 +214,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.kick(m.relist)
 	m.scheduleResync(timers)
 	failures := 0
+	listed := false // workers start once the runtime has been listed: they adopt what is there
 	for {
-		m.startPending(ctx, &wg)
+		if listed {
+			m.startPending(ctx, &wg)
+		}
 		select {
 		case <-ctx.Done():
 			m.log.Info("agent stopping; pods keep running")
@@ -231,10 +234,13 @@ func (m *Manager) Run(ctx context.Context) error {
 				if failures == 1 {
 					m.log.Warn("runtime unavailable; retrying", "err", err)
 				}
-			} else if failures > 0 {
-				m.log.Info("runtime available again; reconciling every pod", "after_failures", failures)
-				failures = 0
-				m.pokeAll()
+			} else {
+				listed = true
+				if failures > 0 {
+					m.log.Info("runtime available again; reconciling every pod", "after_failures", failures)
+					failures = 0
+					m.pokeAll()
+				}
 			}
 			timers.setRelist(m.clock.AfterFunc(next, func() { m.kick(m.relist) }))
 			m.busy.Add(-1)
@@ -367,6 +373,8 @@ func (m *Manager) SetPods(ctx context.Context, d api.DesiredPods) error {
 	if err := saveState(m.opts.StateDir, next); err != nil {
 		return err
 	}
+	m.log.Info("desired pods set", "generation", d.Generation, "pods", len(d.Pods))
+	m.event(api.EventNormal, "DesiredPods", "", "", fmt.Sprintf("generation %d: %d pods", d.Generation, len(d.Pods)))
 
 	m.mu.Lock()
 	m.state = next
@@ -382,8 +390,6 @@ func (m *Manager) SetPods(ctx context.Context, d api.DesiredPods) error {
 		}
 	}
 	m.mu.Unlock()
-	m.log.Info("desired pods set", "generation", d.Generation, "pods", len(d.Pods))
-	m.event(api.EventNormal, "DesiredPods", "", "", fmt.Sprintf("generation %d: %d pods", d.Generation, len(d.Pods)))
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,37 +50,37 @@ type podWorker struct {
 	backOff  map[string]string // container -> exited instance a BackOff event was sent for
 	lastErr  map[string]string // event dedup: what -> last message
 
-	mu        sync.Mutex // guards what status reads
-	desired   *api.Pod
-	accepted  map[string]bool
-	specs     map[string]*api.Pod // by uid: the last spec seen (preStop and grace of a replaced pod)
-	ctrs      []ContainerState    // last observed, every incarnation
-	sandboxes map[string]Sandbox  // by uid
-	known     map[string]bool     // container ids to look at even before a relist lists them
-	waiting   map[string]waitInfo // by container name, desired incarnation
-	podReason string
-	podMsg    string
-	startedAt map[string]time.Time // by uid
-	epoch     map[string]time.Time // by uid: when its current sandbox was made
+	mu         sync.Mutex // guards what status reads
+	desired    *api.Pod
+	accepted   map[string]bool
+	specs      map[string]*api.Pod // by uid: the last spec seen (preStop and grace of a replaced pod)
+	ctrs       []ContainerState    // last observed, every incarnation
+	sandboxes  map[string]Sandbox  // by uid
+	known      map[string]bool     // container ids to look at even before a relist lists them
+	waiting    map[string]waitInfo // by container name, desired incarnation
+	podReason  string
+	podMsg     string
+	startedAt  map[string]time.Time // by uid
+	oldSandbox map[string]bool      // container ids that ran in an earlier sandbox of the pod
 }
 
 func newPodWorker(m *Manager, key string) *podWorker {
 	return &podWorker{
-		m:         m,
-		key:       key,
-		poke:      make(chan struct{}, 1),
-		crash:     newBackoff(),
-		pull:      newBackoff(),
-		startErr:  newBackoff(),
-		pullMsg:   map[string]string{},
-		backOff:   map[string]string{},
-		lastErr:   map[string]string{},
-		specs:     map[string]*api.Pod{},
-		sandboxes: map[string]Sandbox{},
-		known:     map[string]bool{},
-		waiting:   map[string]waitInfo{},
-		startedAt: map[string]time.Time{},
-		epoch:     map[string]time.Time{},
+		m:          m,
+		key:        key,
+		poke:       make(chan struct{}, 1),
+		crash:      newBackoff(),
+		pull:       newBackoff(),
+		startErr:   newBackoff(),
+		pullMsg:    map[string]string{},
+		backOff:    map[string]string{},
+		lastErr:    map[string]string{},
+		specs:      map[string]*api.Pod{},
+		sandboxes:  map[string]Sandbox{},
+		known:      map[string]bool{},
+		waiting:    map[string]waitInfo{},
+		startedAt:  map[string]time.Time{},
+		oldSandbox: map[string]bool{},
 	}
 }
 
@@ -280,8 +281,8 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 		sb = nsb
 		w.mu.Lock()
 		w.sandboxes[desired.UID] = sb
-		if len(ctrs) > 0 {
-			w.epoch[desired.UID] = now
+		for _, c := range ctrs {
+			w.oldSandbox[c.ID] = true // init containers run again in the new one
 		}
 		w.mu.Unlock()
 	}
@@ -410,7 +411,7 @@ func (m *Manager) logPath(key, uid, container string, attempt int32) string {
 // sidecars, restarting per policy with backoff.
 func (w *podWorker) syncContainers(ctx context.Context, pod *api.Pod, sb Sandbox, mounts map[string]string, ctrs []ContainerState, now time.Time) time.Time {
 	by := instancesByName(ctrs)
-	epoch := w.epochOf(pod.UID)
+	old := w.oldSandboxSet()
 	next := time.Time{}
 	var probed []probeTarget
 	defer func() { w.m.prober.syncPod(w.key, probed) }()
@@ -424,9 +425,9 @@ func (w *podWorker) syncContainers(ctx context.Context, pod *api.Pod, sb Sandbox
 	if rp == "" {
 		rp = corev1.RestartPolicyAlways
 	}
-	anyAppStarted := false
+	anyAppStarted := false // in the current sandbox
 	for _, c := range pod.Spec.Containers {
-		if len(by[c.Name]) > 0 {
+		if l := by[c.Name]; len(l) > 0 && !old[l[0].ID] {
 			anyAppStarted = true
 		}
 	}
@@ -453,7 +454,7 @@ func (w *podWorker) syncContainers(ctx context.Context, pod *api.Pod, sb Sandbox
 			continue // initialized once: init containers are not run again
 		}
 		var cur []ContainerState
-		if len(insts) > 0 && !insts[0].CreatedAt.Before(epoch) {
+		if len(insts) > 0 && !old[insts[0].ID] {
 			cur = insts
 		}
 		switch {
@@ -481,10 +482,10 @@ func (w *podWorker) syncContainers(ctx context.Context, pod *api.Pod, sb Sandbox
 	return next
 }
 
-func (w *podWorker) epochOf(uid string) time.Time {
+func (w *podWorker) oldSandboxSet() map[string]bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.epoch[uid]
+	return maps.Clone(w.oldSandbox)
 }
 
 // ensureRunning keeps one container running per policy: it restarts one
@@ -709,8 +710,9 @@ func (w *podWorker) ensureImage(ctx context.Context, pod *api.Pod, c *corev1.Con
 		w.setWaiting(c.Name, reasonErrImagePull, msg)
 		w.m.event(api.EventWarning, "Failed", w.key, c.Name, fmt.Sprintf("Failed to pull image %q: %s", c.Image, msg))
 		w.m.metrics.pulls.WithLabelValues("error").Inc()
-		_, until := w.pull.InBackOffSinceUpdate(key, now)
-		return Image{}, until, false
+		// Look again shortly, to report the backoff (ImagePullBackOff),
+		// and pull again when it ends.
+		return Image{}, now.Add(time.Second), false
 	default:
 		w.setWaiting(c.Name, reasonContainerCreating, err.Error())
 		return Image{}, w.runtimeFailed("ensure image", err, now), false
@@ -981,7 +983,9 @@ func (w *podWorker) killIncarnation(ctx context.Context, uid string, ctrs []Cont
 	w.m.forget(nil, []string{uid})
 	w.mu.Lock()
 	delete(w.sandboxes, uid)
-	delete(w.epoch, uid)
+	for _, c := range ctrs {
+		delete(w.oldSandbox, c.ID)
+	}
 	delete(w.startedAt, uid)
 	if desired == nil || desired.UID != uid {
 		delete(w.specs, uid)
@@ -1017,10 +1021,10 @@ func (w *podWorker) viewLocked(desired *api.Pod, now time.Time) podView {
 		Containers: ctrs,
 		Waiting:    w.waiting,
 		Reason:     w.podReason, Message: w.podMsg,
-		StartedAt: w.startedAt[desired.UID],
-		Epoch:     w.epoch[desired.UID],
-		Probes:    w.m.prober.viewFunc(),
-		Now:       now,
+		StartedAt:  w.startedAt[desired.UID],
+		OldSandbox: w.oldSandbox,
+		Probes:     w.m.prober.viewFunc(),
+		Now:        now,
 	}
 }
 

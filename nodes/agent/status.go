@@ -52,9 +52,9 @@ type podView struct {
 	// Reason and Message are pod-level (FailedMount, FailedCreatePodSandBox).
 	Reason, Message string
 	StartedAt       time.Time
-	// Epoch is when the current sandbox was made: init containers that
-	// completed before it must run again.
-	Epoch       time.Time
+	// OldSandbox holds the ids of instances that ran in an earlier sandbox
+	// (before a reboot): init containers that completed there run again.
+	OldSandbox  map[string]bool
 	Terminating bool
 	Probes      func(id string, c *corev1.Container) probeView
 	Now         time.Time
@@ -117,7 +117,7 @@ func (v *podView) initDone(insts []ContainerState) bool {
 		return false
 	}
 	c := insts[0]
-	return exited(c) && c.ExitCode == 0 && c.State != StateUnknown && !c.CreatedAt.Before(v.Epoch)
+	return exited(c) && c.ExitCode == 0 && c.State != StateUnknown && !v.OldSandbox[c.ID]
 }
 
 func (v *podView) probes(id string, c *corev1.Container) probeView {
@@ -213,7 +213,7 @@ func computeStatus(v podView) api.PodStatus {
 			cs.Ready = done
 			if !done {
 				pendingInit++
-				if len(insts) > 0 && exited(insts[0]) && insts[0].ExitCode != 0 && !insts[0].CreatedAt.Before(v.Epoch) &&
+				if len(insts) > 0 && exited(insts[0]) && insts[0].ExitCode != 0 && !v.OldSandbox[insts[0].ID] &&
 					pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
 					initFailed = true
 				}
@@ -223,9 +223,9 @@ func computeStatus(v podView) api.PodStatus {
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
 
-	anyAppStarted := false
+	anyAppStarted := false // in the current sandbox
 	for i := range pod.Spec.Containers {
-		if len(by[pod.Spec.Containers[i].Name]) > 0 {
+		if l := by[pod.Spec.Containers[i].Name]; len(l) > 0 && !v.OldSandbox[l[0].ID] {
 			anyAppStarted = true
 		}
 	}
