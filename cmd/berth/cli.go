@@ -53,6 +53,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"agent", "run the node agent (on each machine; bootstrap starts it)", runAgent},
+		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
 		{"plan", "show what a commit would change", runPlan},
 		{"validate", "check manifests for errors, offline (for pre-commit hooks and CI lint)", runValidate},
 		{"version", "print berth's version", runVersion},
