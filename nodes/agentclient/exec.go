@@ -98,10 +98,13 @@ func (c *Client) Exec(ctx context.Context, req api.ExecRequest) (int, error) {
 			if err := json.Unmarshal(p, &st); err != nil {
 				return -1, fmt.Errorf("exec in %s: %w: exit status: %w", req.Pod, api.ErrInternal, err)
 			}
-			if st.Error != nil {
+			switch {
+			case st.Error != nil:
 				return -1, fmt.Errorf("exec in %s: %w", req.Pod, st.Error.Err())
+			case st.ExitCode == nil:
+				return -1, fmt.Errorf("exec in %s: %w: exit status without a code", req.Pod, api.ErrInternal)
 			}
-			return st.ExitCode, nil
+			return *st.ExitCode, nil
 		default:
 			return -1, fmt.Errorf("exec in %s: %w: unexpected frame on stream %d", req.Pod, api.ErrInternal, stream)
 		}

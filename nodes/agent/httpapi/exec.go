@@ -101,7 +101,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) {
 	if stdinR != nil {
 		stdinR.Close() // unblocks a stdin write that nobody will read now
 	}
-	status := frame.ExitStatus{ExitCode: code}
+	status := frame.ExitStatus{ExitCode: &code}
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, errProtocol) {
 			err = fmt.Errorf("%w: %w", api.ErrInvalid, cause)

@@ -54,10 +54,11 @@ const headerLen = 5
 // payload over MaxPayload: the peer does not speak this protocol.
 var ErrTooLarge = errors.New("frame larger than the protocol allows")
 
-// ExitStatus is the payload of the Exit frame: the command's exit code, or
-// the error that prevented it from running or finishing (Error set).
+// ExitStatus is the payload of the Exit frame: {"exitCode": N} when the
+// command ran to its end, or {"error": {"kind": ..., "message": ...}}
+// when it could not run or finish.
 type ExitStatus struct {
-	ExitCode int        `json:"exitCode"`
+	ExitCode *int       `json:"exitCode,omitempty"`
 	Error    *api.Error `json:"error,omitempty"`
 }
 

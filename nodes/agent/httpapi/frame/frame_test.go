@@ -2,11 +2,14 @@ package frame
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
 	"sync"
 	"testing"
+
+	"berth.dev/berth/nodes/api"
 )
 
 func TestWriteFrameEncoding(t *testing.T) {
@@ -160,6 +163,24 @@ func TestWriterConcurrent(t *testing.T) {
 		}
 		if err != nil || len(p) != 1000 || !bytes.Equal(p, bytes.Repeat([]byte{s}, 1000)) {
 			t.Fatalf("interleaved frame on stream %d (%d bytes): %v", s, len(p), err)
+		}
+	}
+}
+
+// The exit status is one or the other, as the protocol says.
+func TestExitStatusJSON(t *testing.T) {
+	three := 3
+	for _, tc := range []struct {
+		st   ExitStatus
+		want string
+	}{
+		{ExitStatus{ExitCode: new(int)}, `{"exitCode":0}`},
+		{ExitStatus{ExitCode: &three}, `{"exitCode":3}`},
+		{ExitStatus{Error: &api.Error{Kind: api.KindNotFound, Message: "no pod"}}, `{"error":{"kind":"NotFound","message":"no pod"}}`},
+	} {
+		b, err := json.Marshal(tc.st)
+		if err != nil || string(b) != tc.want {
+			t.Errorf("%s, %v; want %s", b, err, tc.want)
 		}
 	}
 }
