@@ -1,95 +1,38 @@
 package sshx
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"time"
 
+	"berth.dev/berth/nodes/agentclient"
 	"berth.dev/berth/nodes/api"
 )
-
-// The few agent calls bootstrap and uninstall make themselves, over
-// DialUnix. The controller's client for the whole API is agentclient.
-
-// maxAgentAnswer bounds what is read of an answer here.
-const maxAgentAnswer = 1 << 20
 
 // ErrVersionMismatch: the agent speaks neither the controller's version
 // nor its API version.
 var ErrVersionMismatch = errors.New("agent and controller versions disagree")
 
-// AgentVersion is the agent's answer to GET /v1/version.
-type AgentVersion struct {
-	Version    string `json:"version"`
-	APIVersion string `json:"apiVersion"`
-}
-
-// agentHTTP is an HTTP client whose every request opens its own
-// forwarded connection to socket and closes it after, so that it holds no
-// channel between calls.
-func agentHTTP(conn *Conn, socket string) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return conn.DialUnix(ctx, socket) },
-		DisableKeepAlives: true,
-	}}
-}
-
-// agentCall sends one request to the agent and decodes its JSON answer
-// into out (when not nil).
-func agentCall(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://berth-agent"+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAgentAnswer))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, truncate(string(bytes.TrimSpace(b)), 300))
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return nil
+// agentClient is a client of the agent on socket for one bootstrap or
+// uninstall step: one connection at most, closed by the caller's Close,
+// so that it keeps no channel of the SSH connection once done.
+func agentClient(conn *Conn, socket string) *agentclient.Client {
+	return agentclient.New(conn.UnixDialer(socket), agentclient.Options{MaxConns: 1, IdleTimeout: 5 * time.Second})
 }
 
 // getAgentVersion asks the agent on socket for its version.
-func getAgentVersion(ctx context.Context, conn *Conn, socket string) (AgentVersion, error) {
-	var v AgentVersion
-	err := agentCall(ctx, agentHTTP(conn, socket), http.MethodGet, "/v1/version", nil, &v)
-	return v, err
+func getAgentVersion(ctx context.Context, conn *Conn, socket string) (agentclient.VersionInfo, error) {
+	c := agentClient(conn, socket)
+	defer c.Close()
+	return c.Version(ctx)
 }
 
 // agreeVersion says how an agent's version agrees with the controller's:
 // the same version, or, failing that, the same API version (an agent one
 // release apart still serves the controller). Anything else is
 // ErrVersionMismatch.
-func agreeVersion(agent AgentVersion, version, apiVersion string) (string, error) {
+func agreeVersion(agent agentclient.VersionInfo, version, apiVersion string) (string, error) {
 	switch {
 	case agent.Version == version:
 		return "same version " + version, nil
@@ -101,22 +44,21 @@ func agreeVersion(agent AgentVersion, version, apiVersion string) (string, error
 }
 
 // drainPods asks the agent to run no pods, and waits until it runs none,
-// for a purge.
+// for a purge. It returns how many pods the agent had.
 func drainPods(ctx context.Context, conn *Conn, socket string, timeout time.Duration) (int, error) {
-	hc := agentHTTP(conn, socket)
-	var node api.NodeInfo
-	if err := agentCall(ctx, hc, http.MethodGet, "/v1/node", nil, &node); err != nil {
+	c := agentClient(conn, socket)
+	defer c.Close()
+	node, err := c.Node(ctx)
+	if err != nil {
 		return 0, err
 	}
-	desired := api.DesiredPods{Generation: node.Generation + 1, Pods: []api.Pod{}}
-	if err := agentCall(ctx, hc, http.MethodPut, "/v1/pods", desired, nil); err != nil {
+	if err := c.SetPods(ctx, api.DesiredPods{Generation: node.Generation + 1, Pods: []api.Pod{}}); err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		var pods []api.PodStatus
-		err := agentCall(ctx, hc, http.MethodGet, "/v1/pods", nil, &pods)
+		pods, err := c.Pods(ctx)
 		if err == nil && len(pods) == 0 {
 			return node.Pods, nil
 		}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"berth.dev/berth/nodes/agentclient"
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/render/api/v1alpha1"
 )
@@ -293,7 +294,7 @@ func (b *bootstrap) run(ctx context.Context) error {
 		return err
 	}
 
-	var v AgentVersion
+	var v agentclient.VersionInfo
 	if err := b.step("wait for agent", func() (err error) {
 		v, err = b.waitAgent(ctx)
 		return err
@@ -513,7 +514,7 @@ func (b *bootstrap) ensureUnit(ctx context.Context, args []string, answered bool
 // waitAgent polls GET /v1/version until the agent answers. A detached
 // agent that died meanwhile ends the wait at once; either way, an error
 // carries the end of the agent's log.
-func (b *bootstrap) waitAgent(ctx context.Context) (AgentVersion, error) {
+func (b *bootstrap) waitAgent(ctx context.Context) (agentclient.VersionInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.WaitTimeout)
 	defer cancel()
 	delay := 20 * time.Millisecond
@@ -529,15 +530,15 @@ func (b *bootstrap) waitAgent(ctx context.Context) (AgentVersion, error) {
 			lastCheck = time.Now()
 			out, _, _, cerr := b.conn.Run(ctx, agentCheckFunc(b.paths)+fmt.Sprintf("ours %d && echo alive || echo dead\n", b.rep.PID), nil)
 			if cerr == nil && lastLine(out) == "dead" {
-				return AgentVersion{}, fmt.Errorf("the agent (pid %d) exited: %s", b.rep.PID, b.agentLogTail())
+				return agentclient.VersionInfo{}, fmt.Errorf("the agent (pid %d) exited: %s", b.rep.PID, b.agentLogTail())
 			}
 		}
 		select {
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
-				return AgentVersion{}, fmt.Errorf("no answer on %s within %v (%v): %s", b.paths.Socket, b.opts.WaitTimeout, err, b.agentLogTail())
+				return agentclient.VersionInfo{}, fmt.Errorf("no answer on %s within %v (%v): %s", b.paths.Socket, b.opts.WaitTimeout, err, b.agentLogTail())
 			}
-			return AgentVersion{}, ctx.Err()
+			return agentclient.VersionInfo{}, ctx.Err()
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 500*time.Millisecond)

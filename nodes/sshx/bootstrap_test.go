@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/nodes/sshx/sshtest"
 	"berth.dev/berth/render/api/v1alpha1"
 )
@@ -326,6 +327,22 @@ func fileSHA(t testing.TB, p string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// setPods gives the agent pods to run.
+func (mc *machine) setPods(generation int64, names ...string) {
+	mc.t.Helper()
+	ac := agentClient(mc.conn, mc.paths.Socket)
+	defer ac.Close()
+	var pods []api.Pod
+	for _, n := range names {
+		var p api.Pod
+		p.Name = n
+		pods = append(pods, p)
+	}
+	if err := ac.SetPods(ctxT(mc.t, 5*time.Second), api.DesiredPods{Generation: generation, Pods: pods}); err != nil {
+		mc.t.Fatal(err)
+	}
+}
+
 // uploads lists partial uploads left beside the binary.
 func (mc *machine) uploads() []string {
 	m, _ := filepath.Glob(mc.paths.Binary + ".upload-*")
@@ -418,10 +435,7 @@ func TestBootstrapUpgradeRestartsAgent(t *testing.T) {
 	mc.bootstrap(mc.opts("1.0.0"))
 	old := mc.agentPID()
 	// The agent's pods outlive its restart.
-	if err := agentCall(ctxT(t, 5*time.Second), agentHTTP(mc.conn, mc.paths.Socket), "PUT", "/v1/pods",
-		map[string]any{"generation": 1, "pods": []map[string]string{{"name": "web"}}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	mc.setPods(1, "web")
 
 	rep := mc.bootstrap(mc.opts("1.1.0"))
 	t.Logf("upgrade: %v (%s)", rep.Duration.Round(time.Millisecond), rep.Reason)
@@ -435,8 +449,9 @@ func TestBootstrapUpgradeRestartsAgent(t *testing.T) {
 	if pid := mc.agentPID(); pid == 0 || pid == old || pid != rep.PID {
 		t.Errorf("agent pid %d (report %d), old %d", pid, rep.PID, old)
 	}
-	var node struct{ Pods int }
-	if err := agentCall(ctxT(t, 5*time.Second), agentHTTP(mc.conn, mc.paths.Socket), "GET", "/v1/node", nil, &node); err != nil || node.Pods != 1 {
+	ac := agentClient(mc.conn, mc.paths.Socket)
+	defer ac.Close()
+	if node, err := ac.Node(ctxT(t, 5*time.Second)); err != nil || node.Pods != 1 {
 		t.Errorf("after the upgrade the agent has %d pods (%v), want 1", node.Pods, err)
 	}
 
@@ -757,10 +772,7 @@ func TestUninstall(t *testing.T) {
 
 	// Purge: pods are stopped through the agent first, then everything goes.
 	mc.bootstrap(opts)
-	if err := agentCall(ctx, agentHTTP(mc.conn, mc.paths.Socket), "PUT", "/v1/pods",
-		map[string]any{"generation": 5, "pods": []map[string]string{{"name": "a"}, {"name": "b"}}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	mc.setPods(5, "a", "b")
 	os.MkdirAll(mc.paths.LogDir, 0o700)
 	rep, err = Uninstall(ctx, mc.conn, mc.m, UninstallOptions{Purge: true})
 	if err != nil {

@@ -349,6 +349,9 @@ func (c *Conn) dial(ctx context.Context) (*client, error) {
 		switch {
 		case hk.refused != nil:
 			return nil, hk.refused
+		case strings.Contains(err.Error(), "no common algorithm for host key"):
+			// It has no key of the pinned or known types.
+			return nil, hk.noKeyOfType()
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil, fmt.Errorf("%w: no SSH handshake with %s within %v", ErrUnreachable, c.addr, deadline.Sub(start).Round(time.Millisecond))
 		case strings.Contains(err.Error(), "unable to authenticate"):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
@@ -208,6 +209,32 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 	}
 	if strings.Contains(s.Log(), "Accepted publickey") {
 		t.Errorf("the client authenticated to a machine with the wrong host key:\n%s", s.Log())
+	}
+}
+
+// TestPinnedKeyTypeMissing: a machine without a key of the pinned type
+// (an RSA key pinned, only ed25519 served) is a mismatch, not an
+// unreachable machine.
+func TestPinnedKeyTypeMissing(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ssh.NewPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := s.Machine("lab1")
+	m.Spec.SSH.HostKey = string(ssh.MarshalAuthorizedKey(pub))
+	c, err := New(m, Config{Auth: keyAuth(t, s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Connect(ctxT(t, 10*time.Second))
+	if !errors.Is(err, ErrHostKeyMismatch) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(pub)) || !strings.Contains(err.Error(), "lab1") {
+		t.Errorf("Connect with an RSA pin to an ed25519-only sshd: %v", err)
 	}
 }
 

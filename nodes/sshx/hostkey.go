@@ -48,6 +48,9 @@ type HostKeyError struct {
 
 func (e *HostKeyError) Error() string {
 	offered := keyString(e.Offered)
+	if e.Offered == nil {
+		offered = "no host key of the expected type"
+	}
 	switch e.Kind {
 	case ErrHostKeyMismatch:
 		return fmt.Sprintf("host key mismatch: machine %s (%s) offered %s, but %s pins %s; refusing to connect (if the machine was reinstalled, check its new key out of band and update the pin)",
@@ -172,6 +175,21 @@ func (h *hostKeyCheck) knownKeys() []knownhosts.KnownKey {
 		return ke.Want
 	}
 	return nil
+}
+
+// noKeyOfType is the refusal of a machine that offered no key of the
+// types pinned or known for it.
+func (h *hostKeyCheck) noKeyOfType() *HostKeyError {
+	e := &HostKeyError{Kind: ErrHostKeyMismatch, Machine: h.machine, Address: h.addr, Source: "spec.ssh.hostKey"}
+	if h.pinned != nil {
+		e.Want = []string{keyString(h.pinned)}
+		return e
+	}
+	e.Source = "known_hosts " + h.knownHosts
+	for _, k := range h.knownKeys() {
+		e.Want = append(e.Want, fmt.Sprintf("%s (line %d)", keyString(k.Key), k.Line))
+	}
+	return e
 }
 
 // callback is the ssh.HostKeyCallback.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"berth.dev/berth/nodes/agentclient"
 	"berth.dev/berth/render/api/v1alpha1"
 )
 
@@ -144,15 +145,15 @@ func TestCheckPrerequisites(t *testing.T) {
 
 func TestAgreeVersion(t *testing.T) {
 	for _, c := range []struct {
-		agent     AgentVersion
+		agent     agentclient.VersionInfo
 		ctrl, api string
 		want      string
 		wantErr   bool
 	}{
-		{AgentVersion{"1.2.0", "v1"}, "1.2.0", "v1", "same version 1.2.0", false},
-		{AgentVersion{"1.2.0", "v1"}, "1.3.0", "v1", "same API v1 (agent 1.2.0, controller 1.3.0)", false},
-		{AgentVersion{"1.2.0", "v1"}, "2.0.0", "v2", "", true},
-		{AgentVersion{"dev", ""}, "dev", "v1", "same version dev", false},
+		{agentclient.VersionInfo{Version: "1.2.0", APIVersion: "v1"}, "1.2.0", "v1", "same version 1.2.0", false},
+		{agentclient.VersionInfo{Version: "1.2.0", APIVersion: "v1"}, "1.3.0", "v1", "same API v1 (agent 1.2.0, controller 1.3.0)", false},
+		{agentclient.VersionInfo{Version: "1.2.0", APIVersion: "v1"}, "2.0.0", "v2", "", true},
+		{agentclient.VersionInfo{Version: "dev", APIVersion: ""}, "dev", "v1", "same version dev", false},
 	} {
 		got, err := agreeVersion(c.agent, c.ctrl, c.api)
 		if got != c.want || (err != nil) != c.wantErr || (err != nil && !errors.Is(err, ErrVersionMismatch)) {
