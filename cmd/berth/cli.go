@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"berth.dev/berth/nodes/logs"
 )
 
 // Exit codes shared by every command.
@@ -76,6 +78,11 @@ func run(ctx context.Context, args []string, e *env) int {
 			return c.run(ctx, e, args[1:])
 		}
 	}
+	if args[0] == logs.DriverCommand {
+		// Hidden: containerd's shim runs the binary so as a container's
+		// log driver.
+		return runLogDriver(ctx, e, args[1:])
+	}
 	fmt.Fprintf(e.stderr, "berth: unknown command %q\n\n", args[0])
 	usage(e.stderr)
 	return exitUsage
@@ -110,12 +117,21 @@ func newFlags(e *env, name, synopsis, description string) *flag.FlagSet {
 }
 
 // parse parses args; it returns a non-negative exit code when the command
-// must stop (help asked for, or a usage error).
+// must stop (help asked for, or a usage error). Help goes to stdout; a
+// usage error and the usage go to stderr.
 func parse(e *env, fs *flag.FlagSet, args []string) (int, bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(e.stdout)
+			fs.Usage()
+			return exitOK, true
+		}
+	}
 	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(e.stdout)
-		fs.Usage()
+	if errors.Is(err, flag.ErrHelp) { // -h=true and the like
 		return exitOK, true
 	}
 	if err != nil {

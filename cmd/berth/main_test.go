@@ -55,9 +55,18 @@ func TestHelp(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "plan") || !strings.Contains(out, "validate") {
 		t.Errorf("--help: code %d, output:\n%s", code, out)
 	}
+	for _, cmd := range []string{"plan", "validate", "lab", "agent", "version"} {
+		code, out, errOut := berth(t, nil, cmd, "--help")
+		if code != exitOK || !strings.Contains(out, "Usage: berth "+cmd) || errOut != "" {
+			t.Errorf("%s --help: code %d, stdout:\n%s\nstderr:\n%s", cmd, code, out, errOut)
+		}
+	}
 	code, out, _ = berth(t, nil, "plan", "--help")
-	if code != exitOK || !strings.Contains(out, "--detailed-exitcode") || !strings.Contains(out, "Examples:") {
+	if !strings.Contains(out, "--detailed-exitcode") || !strings.Contains(out, "Examples:") {
 		t.Errorf("plan --help: code %d, output:\n%s", code, out)
+	}
+	if code, _, errOut := berth(t, nil, "agent", "--no-such-flag"); code != exitUsage || !strings.Contains(errOut, "no-such-flag") {
+		t.Errorf("agent with a bad flag: code %d, stderr %s", code, errOut)
 	}
 	if code, _, errOut := berth(t, nil, "plant"); code != exitUsage || !strings.Contains(errOut, `unknown command "plant"`) {
 		t.Errorf("unknown command: code %d, stderr %s", code, errOut)
