@@ -40,6 +40,9 @@ const (
 type agentPaths struct {
 	Binary, StateDir, Socket, LogDir, Containerd string
 	PIDFile, LogFile, Unit                       string
+	// Registries is the registries file (--registries) bootstrap writes
+	// from the Cluster document's registries.
+	Registries string
 }
 
 // resolvePaths reads the agent's paths from the Machine, defaults filled
@@ -64,6 +67,7 @@ func resolvePaths(m *v1alpha1.Machine) (agentPaths, error) {
 	p.Containerd = strings.TrimPrefix(p.Containerd, "unix://")
 	p.PIDFile = path.Join(p.StateDir, "agent.pid")
 	p.LogFile = path.Join(p.StateDir, "agent.log")
+	p.Registries = path.Join(p.StateDir, "registries.json")
 	var errs []error
 	for _, f := range []struct {
 		field, v string
@@ -112,7 +116,7 @@ func checkPath(p string, dir bool) error {
 }
 
 // agentArgs is the agent's command line, binary first.
-func agentArgs(p agentPaths, node, namespace string, extra []string) []string {
+func agentArgs(p agentPaths, node, namespace string, registries bool, extra []string) []string {
 	args := []string{p.Binary, "agent",
 		"--state-dir", p.StateDir,
 		"--socket", p.Socket,
@@ -122,6 +126,9 @@ func agentArgs(p agentPaths, node, namespace string, extra []string) []string {
 	}
 	if namespace != "" {
 		args = append(args, "--namespace", namespace)
+	}
+	if registries {
+		args = append(args, "--registries", p.Registries)
 	}
 	return append(args, extra...)
 }

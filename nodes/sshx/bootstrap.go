@@ -1,11 +1,13 @@
 package sshx
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,10 @@ type BootstrapOptions struct {
 	// Namespace is the agent's containerd namespace (--namespace); empty
 	// leaves the agent's default.
 	Namespace string
+	// Registries are the Cluster document's registries (plain-HTTP hosts,
+	// mirrors, CA files); when there are any, bootstrap writes them to
+	// registries.json in the state directory and passes --registries.
+	Registries []v1alpha1.Registry
 	// AgentArgs are appended to the agent's command line.
 	AgentArgs []string
 	// Init forces how the agent is run; InitAuto (empty) decides by the
@@ -282,13 +288,16 @@ func (b *bootstrap) run(ctx context.Context) error {
 		b.rep.Uploaded = true
 	}
 
-	args := agentArgs(b.paths, b.opts.Machine.Name, b.opts.Namespace, b.opts.AgentArgs)
-	var err error
+	regChanged, err := b.registries(ctx)
+	if err != nil {
+		return err
+	}
+	args := agentArgs(b.paths, b.opts.Machine.Name, b.opts.Namespace, len(b.opts.Registries) > 0, b.opts.AgentArgs)
 	switch b.rep.Init {
 	case InitSystemd:
-		err = b.ensureUnit(ctx, args, answered)
+		err = b.ensureUnit(ctx, args, answered, regChanged)
 	default:
-		err = b.ensureDetached(ctx, args, answered)
+		err = b.ensureDetached(ctx, args, answered, regChanged)
 	}
 	if err != nil {
 		return err
@@ -411,6 +420,38 @@ mv -f %s %s
 	return nil
 }
 
+// registries writes the agent's registries file when it differs from
+// what the machine has (or removes it when there are none now), and says
+// whether it changed.
+func (b *bootstrap) registries(ctx context.Context) (bool, error) {
+	var data []byte
+	if len(b.opts.Registries) > 0 {
+		var err error
+		if data, err = json.MarshalIndent(b.opts.Registries, "", "  "); err != nil {
+			return false, err
+		}
+		data = append(data, '\n')
+	}
+	sum := sha256.Sum256(data)
+	switch {
+	case data == nil && b.facts.RegistriesSHA256 == "":
+		return false, nil
+	case data != nil && b.facts.RegistriesSHA256 == hex.EncodeToString(sum[:]):
+		return false, nil
+	}
+	p := Quote(b.paths.Registries)
+	s := "rm -f " + p + "\n"
+	var stdin io.Reader
+	if data != nil {
+		s = fmt.Sprintf("set -e\numask 077\nmkdir -p %s\ncat > %s.new\nmv -f %s.new %s\n", Quote(b.paths.StateDir), p, p, p)
+		stdin = bytes.NewReader(data)
+	}
+	return true, b.step("write registries", func() error {
+		_, err := b.script(ctx, s, stdin)
+		return err
+	})
+}
+
 // action names what happens to the agent, for the report.
 func (b *bootstrap) action(running, exeCurrent bool) string {
 	switch {
@@ -427,12 +468,15 @@ func (b *bootstrap) action(running, exeCurrent bool) string {
 
 // ensureDetached starts the agent as a detached process, or restarts it
 // when its binary or command line changed or it did not answer.
-func (b *bootstrap) ensureDetached(ctx context.Context, args []string, answered bool) error {
+func (b *bootstrap) ensureDetached(ctx context.Context, args []string, answered, regChanged bool) error {
 	f := b.facts
 	running := f.AgentPID > 0
 	exeCurrent := f.AgentExeSHA256 == b.localSHA
 	var reasons []string
 	if running {
+		if regChanged {
+			reasons = append(reasons, "its registries changed")
+		}
 		if !exeCurrent {
 			reasons = append(reasons, "its binary changed")
 		}
@@ -478,7 +522,7 @@ func (b *bootstrap) ensureDetached(ctx context.Context, args []string, answered 
 }
 
 // ensureUnit installs the systemd unit and (re)starts it as needed.
-func (b *bootstrap) ensureUnit(ctx context.Context, args []string, answered bool) error {
+func (b *bootstrap) ensureUnit(ctx context.Context, args []string, answered, regChanged bool) error {
 	f := b.facts
 	unit := renderUnit(args)
 	sum := sha256.Sum256([]byte(unit))
@@ -495,6 +539,9 @@ func (b *bootstrap) ensureUnit(ctx context.Context, args []string, answered bool
 	if running && !answered {
 		reasons = append(reasons, "it did not answer on "+b.paths.Socket)
 	}
+	if running && regChanged {
+		reasons = append(reasons, "its registries changed")
+	}
 	if !running {
 		reasons = append(reasons, "it was not running (systemd: "+f.UnitActive+")")
 	}
@@ -504,7 +551,7 @@ func (b *bootstrap) ensureUnit(ctx context.Context, args []string, answered bool
 	}
 	b.rep.Action = b.action(running, exeCurrent)
 	b.rep.Reason = strings.Join(reasons, "; ")
-	restart := running || b.rep.Uploaded
+	restart := running
 	return b.step("start agent", func() error {
 		_, err := b.script(ctx, installUnitScript(b.paths, restart), strings.NewReader(unit))
 		return err

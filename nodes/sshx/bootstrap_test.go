@@ -68,6 +68,7 @@ func main() {
 	fs.String("log-dir", "", "")
 	node := fs.String("node-name", "", "")
 	fs.String("namespace", "", "")
+	fs.String("registries", "", "")
 	fail := fs.Bool("fail-start", false, "")
 	fs.Parse(os.Args[2:])
 	if *fail {
@@ -506,6 +507,38 @@ func TestBootstrapRestartsKilledAgentAndReplacesStalePidfile(t *testing.T) {
 	os.WriteFile(mc.paths.PIDFile, []byte("999999999\n"), 0o600)
 	if rep := mc.bootstrap(opts); rep.Action != "started" || mc.agentPID() == 0 {
 		t.Errorf("dead pidfile: action %q, pid %d", rep.Action, mc.agentPID())
+	}
+}
+
+// TestBootstrapRegistries: the Cluster's registries reach the agent as a
+// file and a flag; a change restarts the agent, no change does nothing.
+func TestBootstrapRegistries(t *testing.T) {
+	mc := newMachine(t, sshtest.Options{})
+	mc.serveContainerd()
+	opts := mc.opts("1.0.0")
+	opts.Registries = []v1alpha1.Registry{{Host: "198.18.0.1:5000", PlainHTTP: true}}
+	mc.bootstrap(opts)
+	b, err := os.ReadFile(mc.paths.Registries)
+	if err != nil || !strings.Contains(string(b), `"host": "198.18.0.1:5000"`) || !strings.Contains(string(b), `"plainHTTP": true`) {
+		t.Errorf("registries file %q, %v", b, err)
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", mc.agentPID()))
+	if !strings.Contains(string(cmdline), "\x00--registries\x00"+mc.paths.Registries+"\x00") {
+		t.Errorf("agent command line %q lacks --registries", cmdline)
+	}
+	if rep := mc.bootstrap(opts); rep.Action != "unchanged" {
+		t.Errorf("same registries: action %q (%s)", rep.Action, rep.Reason)
+	}
+	opts.Registries = append(opts.Registries, v1alpha1.Registry{Host: "registry.example", Mirrors: []string{"mirror.example"}})
+	if rep := mc.bootstrap(opts); rep.Action != "restarted" || rep.Reason != "its registries changed" {
+		t.Errorf("new registries: action %q (%s), want restarted", rep.Action, rep.Reason)
+	}
+	opts.Registries = nil
+	if rep := mc.bootstrap(opts); rep.Action != "restarted" || !strings.Contains(rep.Reason, "command line changed") {
+		t.Errorf("no registries: action %q (%s), want restarted", rep.Action, rep.Reason)
+	}
+	if _, err := os.Stat(mc.paths.Registries); !os.IsNotExist(err) {
+		t.Errorf("registries file left: %v", err)
 	}
 }
 

@@ -103,6 +103,9 @@ type facts struct {
 	ContainerdRunning bool
 
 	InstalledSHA256 string // of the binary at the agent's binary path
+	// RegistriesSHA256 is the sha256 of the registries file bootstrap
+	// wrote for the agent, "" when there is none.
+	RegistriesSHA256 string
 	// The agent started by the pidfile (detached mode): its pid when it
 	// is alive and ours, the sha256 of the executable it runs and of its
 	// command line (NUL-separated).
@@ -170,6 +173,11 @@ grep -qsx containerd /proc/[0-9]*/comm && echo containerd_running=1
 	echo "installed_sha256=$(sha256sum < %s | cut -c1-64)"
 fi
 `, bin, bin)
+	reg := Quote(p.Registries)
+	fmt.Fprintf(&b, `if [ -f %s ]; then
+	echo "registries_sha256=$(sha256sum < %s | cut -c1-64)"
+fi
+`, reg, reg)
 	pidfile := Quote(p.PIDFile)
 	fmt.Fprintf(&b, `if [ -f %s ]; then
 	pid=$(cat %s 2>/dev/null)
@@ -237,6 +245,8 @@ func parseFacts(out []byte) (facts, error) {
 			f.ContainerdRunning = true
 		case k == "installed_sha256":
 			f.InstalledSHA256 = v
+		case k == "registries_sha256":
+			f.RegistriesSHA256 = v
 		case k == "agent_pid":
 			f.AgentPID, _ = strconv.Atoi(v)
 		case k == "agent_exe_sha256":

@@ -187,7 +187,7 @@ func TestRenderUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := renderUnit(agentArgs(p, "lab1", "berth", nil))
+	got := renderUnit(agentArgs(p, "lab1", "berth", false, nil))
 	want := `# Written by berth bootstrap; berth machines uninstall removes it.
 [Unit]
 Description=berth node agent
@@ -222,6 +222,7 @@ func TestResolvePaths(t *testing.T) {
 		Binary: "/usr/local/bin/berth", StateDir: "/var/lib/berth", Socket: "/run/berth/agent.sock",
 		LogDir: "/var/log/berth/pods", Containerd: "/run/containerd/containerd.sock",
 		PIDFile: "/var/lib/berth/agent.pid", LogFile: "/var/lib/berth/agent.log", Unit: "/etc/systemd/system/berth-agent.service",
+		Registries: "/var/lib/berth/registries.json",
 	}
 	if p != want {
 		t.Errorf("defaults: %+v", p)
