@@ -584,7 +584,9 @@ func (c *channelConn) Close() error {
 }
 
 // Run runs cmd on the machine with /bin/sh (cmd is a POSIX shell command
-// line: quote every argument with Quote), with stdin (nil: empty) as its
+// line: quote every argument with Quote; the SSH user's login shell must
+// be a POSIX one too, as sh, bash, dash, ksh and zsh are, since it starts
+// /bin/sh), with stdin (nil: empty) as its
 // standard input, and returns what it wrote, each stream capped at
 // Config.MaxOutput, and its exit status. A non-zero exit status is not an
 // error; the command being killed by a signal, or its connection ending
@@ -682,18 +684,29 @@ const pidMarkerCmd = `printf 'berth-sshx-pid:%d\n' $$ >&2`
 
 const pidMarker = "berth-sshx-pid:"
 
-// abortTimeout bounds the kill of an aborted command.
-const abortTimeout = 5 * time.Second
+// abortTimeout bounds the kill of an aborted command; markerWait the wait
+// for its pid.
+const (
+	abortTimeout = 5 * time.Second
+	markerWait   = time.Second
+)
 
 // abort stops a command whose caller gave up: its session is closed (and
 // its channel released), and its process group killed through a new
 // session.
 func (c *Conn) abort(sess *ssh.Session, release func(), stderr *cappedBuffer) {
 	sess.Signal(ssh.SIGKILL) // honoured for non-root users only
+	// A command aborted right after it started may not have said its pid
+	// yet: give it a moment.
+	pid := pidFromMarker(stderr.Bytes())
+	for deadline := time.Now().Add(markerWait); pid == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		pid = pidFromMarker(stderr.Bytes())
+	}
 	sess.Close()
 	release()
-	pid := pidFromMarker(stderr.Bytes())
 	if pid <= 1 {
+		c.log.Warn("aborted a command whose pid never arrived; it may run on")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)

@@ -149,7 +149,7 @@ func TestRunContextKillsCommand(t *testing.T) {
 	s := sshtest.Start(t, sshtest.Options{})
 	c := newConn(t, s, Config{})
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
 	_, _, _, err := c.Run(ctx, "echo $$ > "+Quote(filepath.Join(dir, "pid"))+"; exec sleep 30", nil)
@@ -158,8 +158,11 @@ func TestRunContextKillsCommand(t *testing.T) {
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid == 0 {
+		t.Fatalf("the command did not start within its second")
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for pid > 0 && processAlive(pid) {
+	for processAlive(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the command (pid %d) still runs after its context ended", pid)
 		}
@@ -486,15 +489,15 @@ func TestHandshakeDeadline(t *testing.T) {
 func TestKeepaliveAndReconnect(t *testing.T) {
 	s := sshtest.Start(t, sshtest.Options{})
 	c := newConn(t, s, Config{
-		KeepaliveInterval: 100 * time.Millisecond,
-		KeepaliveMissed:   3,
+		KeepaliveInterval: 250 * time.Millisecond,
+		KeepaliveMissed:   4,
 		HandshakeTimeout:  500 * time.Millisecond,
 		MinBackoff:        20 * time.Millisecond,
 		MaxBackoff:        100 * time.Millisecond,
 	})
 	mustRun(t, c, "true")
-	// Keepalives answered: the connection stays up over several intervals.
-	time.Sleep(500 * time.Millisecond)
+	// Keepalives answered: the connection stays up over several budgets.
+	time.Sleep(2500 * time.Millisecond)
 	first := c.current()
 	if !first.alive() {
 		t.Fatalf("connection ended while sshd answered keepalives: %v", first.lost())
@@ -505,8 +508,8 @@ func TestKeepaliveAndReconnect(t *testing.T) {
 	select {
 	case <-first.done:
 		t.Logf("hung server noticed after %v: %v", time.Since(frozen).Round(time.Millisecond), first.lost())
-	case <-time.After(3 * time.Second):
-		t.Fatalf("connection to a frozen sshd still up after 3s")
+	case <-time.After(5 * time.Second):
+		t.Fatalf("connection to a frozen sshd still up after 5s")
 	}
 	if err := c.Connect(ctxT(t, 2*time.Second)); !errors.Is(err, ErrUnreachable) {
 		t.Errorf("Connect while sshd is frozen: %v, want ErrUnreachable (handshake deadline)", err)
