@@ -22,9 +22,11 @@ const (
 )
 
 // File is a CRI log file that rotates itself: when a line would take it past
-// MaxSize, path becomes path.1 (path.1 becomes path.2, and so on; at most
-// MaxFiles files in all, the oldest dropped) and a new path is started.
-// Writes from several goroutines are serialised, one line per write(2).
+// MaxSize, path is renamed path.N, N one more than the last rotated file's
+// (names of rotated files never change, so readers can follow them while
+// the writer rotates), a new path is started, and the oldest files beyond
+// MaxFiles in all are removed. Writes from several goroutines are
+// serialised, one line per write(2).
 type File struct {
 	path     string
 	maxSize  int64
@@ -34,6 +36,7 @@ type File struct {
 	mu   sync.Mutex
 	f    *os.File
 	size int64
+	seq  int // of the newest rotated file
 	buf  []byte
 }
 
@@ -50,6 +53,13 @@ func OpenFile(path string, maxSize int64, maxFiles int) (*File, error) {
 	lf := &File{path: path, maxSize: maxSize, maxFiles: maxFiles, now: time.Now}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("open log file: %w", err)
+	}
+	rotated, err := rotatedFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(rotated) > 0 {
+		lf.seq = rotated[len(rotated)-1]
 	}
 	if err := lf.open(); err != nil {
 		return nil, err
@@ -92,20 +102,32 @@ func (lf *File) Write(e Entry) error {
 	return nil
 }
 
-// rotate shifts path.N to path.N+1 (dropping the oldest), path to path.1,
-// and opens a new, empty path.
+// rotate renames path to the next path.N, opens a new, empty path, and
+// removes the rotated files beyond the cap.
 func (lf *File) rotate() error {
 	if err := lf.f.Close(); err != nil {
 		return fmt.Errorf("rotate log file: %w", err)
 	}
 	lf.f = nil
-	for i := lf.maxFiles - 1; i >= 1; i-- {
-		err := os.Rename(RotatedPath(lf.path, i-1), RotatedPath(lf.path, i))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("rotate log file: %w", err)
+	lf.seq++
+	if err := os.Rename(lf.path, RotatedPath(lf.path, lf.seq)); err != nil {
+		return fmt.Errorf("rotate log file: %w", err)
+	}
+	if err := lf.open(); err != nil {
+		return err
+	}
+	rotated, err := rotatedFiles(lf.path)
+	if err != nil {
+		return fmt.Errorf("rotate log file: %w", err)
+	}
+	for _, n := range rotated {
+		if n <= lf.seq-(lf.maxFiles-1) {
+			if err := os.Remove(RotatedPath(lf.path, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("rotate log file: %w", err)
+			}
 		}
 	}
-	return lf.open()
+	return nil
 }
 
 // Close closes the file.
@@ -152,18 +174,35 @@ func (lf *File) Copy(r io.Reader, s Stream) error {
 	}
 }
 
-// RotatedPath is the name of the i-th older file of the log at path (path
-// itself for 0).
-func RotatedPath(path string, i int) string {
-	if i == 0 {
+// RotatedPath is the name of the rotated file number n of the log at path
+// (path itself for 0).
+func RotatedPath(path string, n int) string {
+	if n == 0 {
 		return path
 	}
-	return path + "." + strconv.Itoa(i)
+	return path + "." + strconv.Itoa(n)
 }
 
 // Files returns the files of the log at path that exist, oldest first:
-// path.N, ..., path.1, path.
+// the rotated ones by number, then path.
 func Files(path string) ([]string, error) {
+	rotated, err := rotatedFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range rotated {
+		out = append(out, RotatedPath(path, n))
+	}
+	if _, err := os.Lstat(path); err == nil {
+		out = append(out, path)
+	}
+	return out, nil
+}
+
+// rotatedFiles returns the numbers of the rotated files of the log at path,
+// in increasing order.
+func rotatedFiles(path string) ([]int, error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -176,14 +215,8 @@ func Files(path string) ([]string, error) {
 		return nil, fmt.Errorf("list log files: %w", err)
 	}
 	var rotated []int
-	current := false
 	for _, e := range ents {
-		name := e.Name()
-		if name == base {
-			current = true
-			continue
-		}
-		suffix, ok := strings.CutPrefix(name, base+".")
+		suffix, ok := strings.CutPrefix(e.Name(), base+".")
 		if !ok {
 			continue
 		}
@@ -191,15 +224,8 @@ func Files(path string) ([]string, error) {
 			rotated = append(rotated, n)
 		}
 	}
-	sort.Sort(sort.Reverse(sort.IntSlice(rotated)))
-	var out []string
-	for _, n := range rotated {
-		out = append(out, RotatedPath(path, n))
-	}
-	if current {
-		out = append(out, path)
-	}
-	return out, nil
+	sort.Ints(rotated)
+	return rotated, nil
 }
 
 // Remove removes the log at path with all its rotated files.

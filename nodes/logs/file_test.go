@@ -70,7 +70,7 @@ func TestRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{path + ".2", path + ".1", path}
+	want := []string{path + ".2", path + ".3", path}
 	if fmt.Sprint(files) != fmt.Sprint(want) {
 		t.Fatalf("Files = %v, want %v", files, want)
 	}
@@ -94,7 +94,7 @@ func TestRotation(t *testing.T) {
 		}
 	}
 
-	// Reopening appends to the current file.
+	// Reopening appends to the current file, and goes on numbering.
 	lf.Close()
 	lf2, err := OpenFile(path, 100, 3)
 	if err != nil {
@@ -106,6 +106,10 @@ func TestRotation(t *testing.T) {
 	}
 	if n := strings.Count(read(t, path), "\n"); n != 2 {
 		t.Errorf("current file has %d lines after reopening, want 2", n)
+	}
+	lf2.Write(Entry{t0, Stdout, Full, []byte("rotates")})
+	if files, _ := Files(path); fmt.Sprint(files) != fmt.Sprint([]string{path + ".3", path + ".4", path}) {
+		t.Errorf("after reopening and rotating: %v", files)
 	}
 
 	if err := Remove(path); err != nil {
@@ -129,7 +133,7 @@ func TestFilesIgnoresOthers(t *testing.T) {
 	for _, f := range files {
 		names = append(names, filepath.Base(f))
 	}
-	if got := strings.Join(names, " "); got != "0.log.10 0.log.2 0.log.1 0.log" {
+	if got := strings.Join(names, " "); got != "0.log.1 0.log.2 0.log.10 0.log" {
 		t.Errorf("Files = %s", got)
 	}
 }

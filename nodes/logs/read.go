@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -78,38 +79,28 @@ func Read(ctx context.Context, path string, opts api.LogOptions, w io.Writer, op
 		}
 	}
 
-	files, err := Files(path)
+	// Everything before the current file, then the current file itself,
+	// kept open when following.
+	cur, err := r.catchUp(path, nil)
 	if err != nil {
 		return err
 	}
-	if len(files) == 0 && !opts.Follow {
+	if len(r.read) == 0 && !opts.Follow {
 		return fmt.Errorf("read log %s: %w", path, os.ErrNotExist)
 	}
-	// Rotated files are complete; the current one is read up to its end
-	// and, when following, kept open.
-	var cur *os.File
-	for _, name := range files {
-		f, err := r.open(name)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // rotated away while listing
-			}
+	if cur != nil {
+		if err := r.readAll(cur); err != nil {
+			cur.Close()
 			return err
-		}
-		if err := r.readAll(f); err != nil {
-			f.Close()
-			return err
-		}
-		if name == path && opts.Follow {
-			cur = f
-		} else {
-			f.Close()
 		}
 	}
 	if err := r.flushTail(); err != nil {
 		return err
 	}
 	if !opts.Follow {
+		if cur != nil {
+			cur.Close()
+		}
 		return r.flushPending()
 	}
 	defer func() {
@@ -139,9 +130,6 @@ func Read(ctx context.Context, path string, opts api.LogOptions, w io.Writer, op
 			return err
 		}
 		if next != cur {
-			if cur != nil {
-				cur.Close()
-			}
 			cur = next
 			continue // read the new file before waiting
 		}
@@ -158,77 +146,133 @@ func Read(ctx context.Context, path string, opts api.LogOptions, w io.Writer, op
 	}
 }
 
-// catchUp handles rotation: when the file at path is no longer cur, it
-// reads the rest of cur and every file written after the last one read,
-// and returns the current file, opened. It returns cur when nothing
-// rotated.
+// catchUp handles rotation. When the file at path is no longer cur (the
+// writer rotated it), it reads the rest of cur, then every rotated file not
+// read yet, oldest first, and returns the current file, opened, closing
+// cur. It returns cur when nothing rotated, and nil when there is no
+// current file yet.
+//
+// Rotated files keep their names (see File), so the numbered order is
+// the order they were written in; files are told apart by identity
+// (device and inode), so a rotation while catchUp reads neither skips nor
+// repeats one. A file rotated away (dropped as the oldest) before it was
+// read is lost.
 func (r *reader) catchUp(path string, cur *os.File) (*os.File, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return cur, nil // between the rename and the new file
-		}
-		return nil, fmt.Errorf("read log: %w", err)
-	}
 	if cur != nil {
-		if os.SameFile(fi, r.last) {
-			return cur, nil
+		fi, err := os.Stat(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read log: %w", err)
 		}
-		// Rotated: finish the old file, whose writer has moved on.
-		if err := r.readAll(cur); err != nil {
+		if err != nil || os.SameFile(fi, r.cur) {
+			return cur, nil // not rotated, or between the rename and the new file
+		}
+		// Rotated: finish it, since its writer has moved on. It is older
+		// than every file not read yet. (An incomplete line at its end,
+		// from a writer that died mid-write, does not continue into the
+		// next file: rest is reset for each.)
+		err = r.readAll(cur)
+		cur.Close()
+		if err != nil {
 			return nil, err
 		}
 	}
-	files, err := Files(path)
-	if err != nil {
-		return nil, err
-	}
-	// The files after the last one read; all of them when that one is
-	// gone (dropped as the oldest) or there was none.
-	start := 0
-	if r.last != nil {
-		for i, name := range files {
-			if st, err := os.Stat(name); err == nil && os.SameFile(st, r.last) {
-				start = i + 1
-			}
-		}
-	}
-	for _, name := range files[start:] {
-		f, err := r.open(name)
+	for {
+		names, err := Files(path)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		var present []os.FileInfo
+		for _, name := range names {
+			if name == path {
 				continue
 			}
-			return nil, err
+			f, fi, err := openLog(name)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // dropped meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			present = append(present, fi)
+			if r.wasRead(fi) {
+				f.Close()
+				continue
+			}
+			r.read = append(r.read, fi)
+			r.rest = r.rest[:0]
+			err = r.readAll(f)
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
 		}
-		if name == path {
-			return f, nil // read by the caller, kept open
+		// Forget files that are gone, so that a reused inode is not
+		// taken for one of them.
+		r.read = slices.DeleteFunc(r.read, func(fi os.FileInfo) bool {
+			return !slices.ContainsFunc(present, func(p os.FileInfo) bool { return os.SameFile(p, fi) })
+		})
+
+		f, fi, err := openLog(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
 		}
-		err = r.readAll(f)
-		f.Close()
 		if err != nil {
 			return nil, err
 		}
+		// It is the current file only if nothing rotated since the
+		// listing; else look again (it may be among the rotated ones now).
+		if rotatedSince(path, r.read, fi) {
+			f.Close()
+			continue
+		}
+		r.read = append(r.read, fi)
+		r.cur = fi
+		r.rest = r.rest[:0]
+		return f, nil
 	}
-	return cur, nil
 }
 
-// open opens one file of the log and makes it the last one read.
-func (r *reader) open(name string) (*os.File, error) {
+// rotatedSince reports whether the log has a rotated file that is neither
+// read nor cur.
+func rotatedSince(path string, read []os.FileInfo, cur os.FileInfo) bool {
+	names, err := Files(path)
+	if err != nil {
+		return true
+	}
+	for _, name := range names {
+		if name == path {
+			continue
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			continue
+		}
+		if os.SameFile(fi, cur) || !slices.ContainsFunc(read, func(r os.FileInfo) bool { return os.SameFile(r, fi) }) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reader) wasRead(fi os.FileInfo) bool {
+	return slices.ContainsFunc(r.read, func(x os.FileInfo) bool { return os.SameFile(x, fi) })
+}
+
+// openLog opens one file of a log.
+func openLog(name string) (*os.File, os.FileInfo, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("read log: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("read log: %w", err)
+		return nil, nil, fmt.Errorf("read log: %w", err)
 	}
-	r.last = fi
-	// An incomplete line left at the end of the previous file (its writer
-	// died mid-write) does not continue into this one.
-	r.rest = r.rest[:0]
-	return f, nil
+	return f, fi, nil
 }
 
 type line struct {
@@ -254,8 +298,10 @@ type reader struct {
 	// rest is an incomplete last line of the current file (its writer
 	// is mid-write).
 	rest []byte
-	// last is the file read last (the current one while following).
-	last os.FileInfo
+	// read are the files of the log read (or being read); cur is the
+	// current one.
+	read []os.FileInfo
+	cur  os.FileInfo
 	buf  []byte
 }
 

@@ -206,7 +206,7 @@ func (r *Runtime) specOpts(cfg agent.ContainerConfig, rec *sandboxRecord, sc sec
 	// supplementalGroups and fsGroup.
 	user, userPart := sc.userString(img.User)
 	if user != "" {
-		opts = append(opts, oci.WithUser(user))
+		opts = append(opts, withUser(user))
 	}
 	opts = append(opts, oci.WithAdditionalGIDs(userPart))
 	groups := sc.supplementalGroups

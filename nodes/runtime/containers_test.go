@@ -41,6 +41,11 @@ func testEcho(t *testing.T, h *harness, image string) {
 		{Name: "cfg", MountPath: "/etc/cfg", ReadOnly: true},
 		{Name: "cfg", MountPath: "/etc/app.conf", SubPath: "app.conf"},
 		{Name: "data", MountPath: "/made", SubPath: "new/dir"},
+		// A symlink in the volume does not lead a subPath out of it.
+		{Name: "data", MountPath: "/leak", SubPath: "escape/etc"},
+	}
+	if err := os.Symlink("/", filepath.Join(data, "escape")); err != nil {
+		t.Fatal(err)
 	}
 	mounts := map[string]string{"data": data, "cfg": cfg}
 
@@ -73,6 +78,12 @@ func testEcho(t *testing.T, h *harness, image string) {
 		}
 		if code, out := h.exec(id, "hostname"); code != 0 || out != "web-0\n" {
 			t.Errorf("hostname: %d %q", code, out)
+		}
+		if code, out := h.exec(id, "ls", "-A", "/leak"); code != 0 || out != "" {
+			t.Errorf("subPath through a symlink to / shows %q", out)
+		}
+		if fi, err := os.Stat(filepath.Join(data, "etc")); err != nil || !fi.IsDir() {
+			t.Errorf("subPath escape/etc not made inside the volume: %v", err)
 		}
 		if code, _ := h.exec(id, "touch", "/etc/cfg/x"); code == 0 {
 			t.Error("wrote into a readOnly mount")
@@ -440,6 +451,17 @@ func testExits(t *testing.T, h *harness, image string) {
 		}
 		if err := h.rt.RemoveContainer(ctx, id); err != nil {
 			t.Error(err)
+		}
+	})
+
+	t.Run("remove a sandbox with a running container", func(t *testing.T) {
+		pod := testPod("left-0", image)
+		_, id := h.run(pod, nil)
+		if err := h.rt.RemoveSandbox(ctx, pod.UID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.rt.ContainerStatus(ctx, id); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("container left after RemoveSandbox: %v", err)
 		}
 	})
 

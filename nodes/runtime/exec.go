@@ -105,11 +105,23 @@ func (r *Runtime) Exec(ctx context.Context, id string, req api.ExecRequest) (int
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
 
+	// ctxErr reports an error after ctx ended as the end of ctx: the
+	// timeout, rather than the RPC it cut short.
+	ctxErr := func(err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			if errors.Is(cerr, context.DeadlineExceeded) && req.Timeout > 0 {
+				return fmt.Errorf("exec in %s: timed out after %v: %w", id, req.Timeout, cerr)
+			}
+			return fmt.Errorf("exec in %s: %w", id, cerr)
+		}
+		return fmt.Errorf("exec in %s: %w", id, err)
+	}
+
 	execID := "exec-" + randomHex(8)
 	proc, err := task.Exec(ctx, execID, pspec, cio.NewCreator(ioOpts...))
 	if err != nil {
 		close(procReady)
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
+		return -1, ctxErr(err)
 	}
 	procReady <- proc
 	close(procReady)
@@ -120,10 +132,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, req api.ExecRequest) (int
 	}()
 	exited, err := proc.Wait(ctx)
 	if err != nil {
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
+		return -1, ctxErr(err)
 	}
 	if err := proc.Start(ctx); err != nil {
-		return -1, fmt.Errorf("exec in %s: start: %w", id, err)
+		return -1, ctxErr(fmt.Errorf("start: %w", err))
 	}
 	if req.TTY && req.Resize != nil {
 		go func() {
@@ -158,11 +170,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, req api.ExecRequest) (int
 		case <-cctx.Done():
 		}
 		proc.IO().Cancel()
-		err := ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) && req.Timeout > 0 {
-			return -1, fmt.Errorf("exec in %s: timed out after %v: %w", id, req.Timeout, err)
-		}
-		return -1, fmt.Errorf("exec in %s: %w", id, err)
+		return -1, ctxErr(nil)
 	}
 }
 

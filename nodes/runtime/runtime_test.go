@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -158,6 +159,29 @@ func testImages(t *testing.T, cd *testenv.ContainerdDaemon, reg *testenv.Registr
 		img, err := rt.EnsureImage(ctx, ref, corev1.PullAlways, []api.Sensitive{other, auth})
 		if err != nil || img.ID != want2.String() {
 			t.Errorf("pull with credentials: %+v, %v", img, err)
+		}
+	})
+
+	t.Run("CA file", func(t *testing.T) {
+		target, _ := url.Parse(reg.URL())
+		srv := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+		defer srv.Close()
+		ca := filepath.Join(t.TempDir(), "ca.pem")
+		if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		host := strings.TrimPrefix(srv.URL, "https://")
+		ref := host + "/berth/echo:1"
+		h.opts.Registries = nil
+		defer func() { h.opts.Registries = nil }() // the CA file goes with t
+		_, err := h.newRuntime().EnsureImage(ctx, ref, corev1.PullAlways, nil)
+		if !errors.Is(err, agent.ErrImagePull) || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("pull over TLS without the CA: %v", err)
+		}
+		h.opts.Registries = []v1alpha1.Registry{{Host: host, CAFile: ca}}
+		img, err := h.newRuntime().EnsureImage(ctx, ref, corev1.PullAlways, nil)
+		if err != nil || img.ID != want1.String() {
+			t.Errorf("pull over TLS with the CA: %+v %v", img, err)
 		}
 	})
 

@@ -330,12 +330,31 @@ func dedup(in []string) []string {
 	return out
 }
 
-// RemoveSandbox removes the pod's namespaces, directory (unmounting what
-// is mounted under it first), cgroup and record. A missing sandbox is not
-// an error.
+// RemoveSandbox removes the pod's containers that are left (killing
+// them, as the CRI plugin's RemovePodSandbox does), then its namespaces,
+// directory (unmounting what is mounted under it first), cgroup and
+// record. A missing sandbox is not an error.
 func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 	if err := checkPodUID(podUID); err != nil {
 		return err
+	}
+	var ids []string
+	err := r.retry(ctx, func(ctx context.Context) error {
+		infos, err := r.client.ContainerService().List(ctx, managedFilter+","+fmt.Sprintf("labels.%q==%q", api.LabelPodUID, podUID))
+		ids = ids[:0]
+		for _, info := range infos {
+			ids = append(ids, info.ID)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("remove sandbox %s: %w", podUID, err)
+	}
+	for _, id := range ids {
+		if err := r.RemoveContainer(ctx, id); err != nil {
+			return fmt.Errorf("remove sandbox %s: %w", podUID, err)
+		}
+		r.log.Info("removed a container left in the sandbox", "uid", podUID, "id", id)
 	}
 	rec, err := r.readRecord(podUID)
 	if errors.Is(err, os.ErrNotExist) {

@@ -321,6 +321,17 @@ func withoutDefaultSecuritySettings(_ context.Context, _ oci.Client, _ *containe
 	return nil
 }
 
+// withUser is oci.WithUser, a user missing from the image's /etc/passwd
+// being a configuration error.
+func withUser(user string) oci.SpecOpts {
+	return func(ctx context.Context, cl oci.Client, c *containers.Container, s *specs.Spec) error {
+		if err := oci.WithUser(user)(ctx, cl, c, s); err != nil {
+			return configError("user %q: %v", user, err)
+		}
+		return nil
+	}
+}
+
 // withGroups appends numeric supplementary groups.
 func withGroups(gids []int64) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
