@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -21,9 +22,11 @@ type daemon struct {
 // startDaemon starts path with args, its stdout and stderr appended to
 // logPath. The process gets its own process group, and SIGKILL if the test
 // binary dies first, so that a killed test does not leave it running.
-// (Linux sends that signal when the forking thread ends, not the process:
-// do not start daemons from a goroutine locked to a thread it then
-// abandons, as network-namespace code does.)
+// Linux sends that signal when the forking thread ends, not the process,
+// and Go ends a thread whenever a goroutine exits while locked to it (as
+// network-namespace code does) — any thread, including one that once
+// forked a daemon. So the daemon is started and waited for from a
+// goroutine that keeps its thread locked for the daemon's whole life.
 func startDaemon(name, logPath string, env []string, path string, args ...string) (*daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -34,14 +37,22 @@ func startDaemon(name, logPath string, env []string, path string, args ...string
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
 	d := &daemon{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		d.waitErr = cmd.Wait()
 		close(d.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	return d, nil
 }
 

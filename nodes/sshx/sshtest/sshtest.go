@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -233,11 +234,25 @@ func (s *Server) Restart() {
 	cmd := exec.Command(SSHD, "-D", "-e", "-f", s.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the forking thread ends, and Go ends threads
+	// that goroutines leave locked (network-namespace code does): start
+	// and wait from a goroutine that keeps its thread for sshd's life.
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		s.t.Fatalf("sshtest: start sshd: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	s.cmd, s.done = cmd, done
 	if err := s.waitGreeting(10 * time.Second); err != nil {
 		s.t.Fatalf("sshtest: %v\nsshd log:\n%s", err, s.Log())
