@@ -55,6 +55,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"agent", "run the node agent (on each machine; bootstrap starts it)", runAgent},
+		{"bench", "measure the agent against podman on this machine (bench agent)", runBench},
 		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
 		{"plan", "show what a commit would change", runPlan},
 		{"validate", "check manifests for errors, offline (for pre-commit hooks and CI lint)", runValidate},
