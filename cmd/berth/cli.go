@@ -57,6 +57,7 @@ func commands() []command {
 		{"agent", "run the node agent (on each machine; bootstrap starts it)", runAgent},
 		{"bench", "measure the agent against podman on this machine (bench agent)", runBench},
 		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
+		{"machines", "install and inspect the agent on the fleet's machines over SSH (bootstrap, status, uninstall)", runMachines},
 		{"plan", "show what a commit would change", runPlan},
 		{"validate", "check manifests for errors, offline (for pre-commit hooks and CI lint)", runValidate},
 		{"version", "print berth's version", runVersion},
