@@ -352,7 +352,11 @@ func machinesBootstrap(ctx context.Context, e *env, f *fleet, machines []*v1alph
 	if failed > 0 {
 		parts = append(parts, fmt.Sprintf("%d failed", failed))
 	}
-	fmt.Fprintf(e.stdout, "%d machines: %s in %v\n", len(machines), strings.Join(parts, ", "), time.Since(start).Round(time.Millisecond))
+	noun := "machines"
+	if len(machines) == 1 {
+		noun = "machine"
+	}
+	fmt.Fprintf(e.stdout, "%d %s: %s in %v\n", len(machines), noun, strings.Join(parts, ", "), time.Since(start).Round(time.Millisecond))
 	if failed > 0 {
 		return exitError
 	}

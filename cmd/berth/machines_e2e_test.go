@@ -30,6 +30,33 @@ import (
 	"berth.dev/berth/render/api/v1alpha1"
 )
 
+func TestMachinesUsage(t *testing.T) {
+	env := map[string]string{"BERTH_REPO": t.TempDir()}
+	for _, c := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"machines", "--help"}, exitOK, "Subcommands:"},
+		{[]string{"machines", "bootstrap", "--help"}, exitOK, "-binary"},
+		{[]string{"machines", "status", "--help"}, exitOK, "-output"},
+		{[]string{"machines", "uninstall", "--help"}, exitOK, "-purge"},
+		{[]string{"machines"}, exitUsage, ""},
+		{[]string{"machines", "frob"}, exitUsage, ""},
+		{[]string{"machines", "status", "-o", "yaml"}, exitUsage, ""},
+		{[]string{"machines", "uninstall", "a", "b"}, exitUsage, ""},
+		{[]string{"machines", "bootstrap", "--accept-new-host-keys"}, exitUsage, ""},
+	} {
+		code, out, errOut := berth(t, env, c.args...)
+		if code != c.code || !strings.Contains(out, c.out) {
+			t.Errorf("berth %s: exit %d, want %d; stdout:\n%s\nstderr:\n%s", strings.Join(c.args, " "), code, c.code, out, errOut)
+		}
+	}
+	if code, _, errOut := berth(t, map[string]string{}, "machines", "status"); code != exitUsage || !strings.Contains(errOut, "BERTH_REPO") {
+		t.Errorf("status without a repository: exit %d, stderr %s", code, errOut)
+	}
+}
+
 // buildBerth builds cmd/berth with its version stamped in, for the
 // machines: the agent runs there as a built binary.
 func buildBerth(t *testing.T, version string) string {
@@ -129,7 +156,7 @@ func TestMachinesE2E(t *testing.T) {
 	// A changed host key is refused, and nothing is uploaded.
 	lab1 := l.Machines[0]
 	before := fileState(t, lab1.Agent.BinaryPath)
-	badRepo := repoWithHostKey(t, l, lab1.HostKey)
+	badRepo := repoWithHostKey(t, l, lab1.HostKey, newHostKey(t))
 	code, out, _ = machines("bootstrap", "--repo", badRepo, "--binary", bin2, "lab1")
 	if code != exitError || !strings.Contains(out, "host key mismatch") {
 		t.Errorf("bootstrap with a changed host key: exit %d\n%s", code, out)
@@ -139,6 +166,27 @@ func TestMachinesE2E(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(lab1.Agent.BinaryPath + ".upload-*"); len(m) > 0 {
 		t.Errorf("upload left under a refused host key: %v", m)
+	}
+
+	// An unknown host key is refused with the line to pin, then accepted
+	// and recorded when asked for.
+	lab3 := l.Machines[2]
+	unpinned := repoWithHostKey(t, l, lab3.HostKey, `""`)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(known, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyB64 := strings.Fields(lab3.HostKey)[1]
+	code, out, _ = machines("bootstrap", "--repo", unpinned, "--known-hosts", known, "--binary", bin1, "lab3")
+	if code != exitError || !strings.Contains(out, "unknown host key") || !strings.Contains(out, "spec.ssh.hostKey: "+strings.Fields(lab3.HostKey)[0]+" "+keyB64) {
+		t.Errorf("bootstrap of an unknown host: exit %d\n%s", code, out)
+	}
+	code, out, _ = machines("bootstrap", "--repo", unpinned, "--known-hosts", known, "--accept-new-host-keys", "--binary", bin1, "lab3")
+	if b, _ := os.ReadFile(known); code != exitOK || !strings.Contains(string(b), keyB64) {
+		t.Errorf("bootstrap accepting new host keys: exit %d\n%s\nknown_hosts:\n%s", code, out, b)
+	}
+	if code, _, _ = machines("bootstrap", "--repo", unpinned, "--known-hosts", known, "--binary", bin1, "lab3"); code != exitOK {
+		t.Errorf("bootstrap with the recorded key: exit %d", code)
 	}
 
 	// A pod on lab1, through agentclient over SSH; the Node latency.
@@ -303,10 +351,24 @@ func fleetMachine(t *testing.T, l *lab.Lab, name string) *v1alpha1.Machine {
 	return nil
 }
 
+// newHostKey is a fresh ed25519 public key in authorized_keys format.
+func newHostKey(t *testing.T) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+}
+
 // repoWithHostKey copies the lab's fleet repository with the host key
-// pinned as old replaced by a new one, as if the machine had been
-// reinstalled (or someone sits in the middle).
-func repoWithHostKey(t *testing.T, l *lab.Lab, old string) string {
+// pinned as old replaced by newKey: a fresh key, as if the machine had
+// been reinstalled (or someone sat in the middle), or none.
+func repoWithHostKey(t *testing.T, l *lab.Lab, old, newKey string) string {
 	t.Helper()
 	r, err := git.PlainOpen(l.Repo)
 	if err != nil {
@@ -332,21 +394,12 @@ func repoWithHostKey(t *testing.T, l *lab.Lab, old string) string {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
 	old = strings.TrimSpace(old)
 	if !strings.Contains(files["machines.yaml"], old) {
 		t.Fatalf("machines.yaml does not pin %q:\n%s", old, files["machines.yaml"])
 	}
 	files["machines.yaml"] = strings.Replace(files["machines.yaml"], old, newKey, 1)
 	repo := gittest.New(t)
-	repo.Commit(files, "lab1 reinstalled")
+	repo.Commit(files, "host key changed")
 	return repo.Path()
 }
