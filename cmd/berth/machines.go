@@ -55,7 +55,7 @@ Examples:
 // machinesOpts are the flags every machines subcommand takes.
 type machinesOpts struct {
 	repo, branch, sshKey, knownHosts, binary string
-	acceptNew, purge                         bool
+	acceptNew, purge, verbose                bool
 	output                                   string
 }
 
@@ -89,6 +89,7 @@ func runMachines(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
 	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
 	fs.BoolVar(&o.acceptNew, "accept-new-host-keys", false, "accept host keys no pin or known host vouches for, and record them in --known-hosts")
+	fs.BoolVar(&o.verbose, "v", false, "log every step and connection event to stderr (default: warnings only)")
 	switch sub {
 	case "bootstrap":
 		fs.StringVar(&o.binary, "binary", "", "berth `binary` to install (default: this executable)")
@@ -166,11 +167,34 @@ func parseInterspersed(e *env, fs *flag.FlagSet, args []string) ([]string, int, 
 	return pos, 0, false
 }
 
-func logger(e *env) *slog.Logger {
+// logger is the command's logger: e's, with its debug and info records
+// dropped unless verbose.
+func logger(e *env, verbose bool) *slog.Logger {
 	if e.log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return e.log
+	if verbose {
+		return e.log
+	}
+	return slog.New(minLevel{e.log.Handler(), slog.LevelWarn})
+}
+
+// minLevel drops the records of h below level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
 }
 
 // fleet is what the machines commands read of the repository.
@@ -178,6 +202,7 @@ type fleet struct {
 	machines   []*v1alpha1.Machine
 	registries []v1alpha1.Registry
 	ssh        sshx.Config
+	log        *slog.Logger
 }
 
 func loadFleet(ctx context.Context, e *env, o machinesOpts) (*fleet, error) {
@@ -185,7 +210,7 @@ func loadFleet(ctx context.Context, e *env, o machinesOpts) (*fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read fleet: %w", err)
 	}
-	f := &fleet{machines: d.Machines()}
+	f := &fleet{machines: d.Machines(), log: logger(e, o.verbose)}
 	if len(f.machines) == 0 {
 		if d.Diagnostics.HasErrors() {
 			for _, diag := range d.Diagnostics {
@@ -205,7 +230,7 @@ func loadFleet(ctx context.Context, e *env, o machinesOpts) (*fleet, error) {
 		Auth:           auth,
 		KnownHostsFile: o.knownHosts,
 		AcceptUnknown:  o.acceptNew,
-		Logger:         logger(e),
+		Logger:         f.log,
 	}
 	if err := f.ssh.Validate(); err != nil {
 		return nil, err
@@ -296,7 +321,7 @@ func machinesBootstrap(ctx context.Context, e *env, f *fleet, machines []*v1alph
 			Version:    version,
 			Namespace:  machines[i].Spec.Agent.Namespace,
 			Registries: f.registries,
-			Logger:     logger(e),
+			Logger:     f.log,
 		}
 		rep, err := sshx.Bootstrap(ctx, conns[i], opts)
 		results[i] = bootstrapResult{rep, err}
@@ -518,7 +543,7 @@ func machinesUninstall(ctx context.Context, e *env, f *fleet, m *v1alpha1.Machin
 		return fail(e, "machines uninstall: %v", err)
 	}
 	defer c.Close()
-	rep, err := sshx.Uninstall(ctx, c, m, sshx.UninstallOptions{Purge: o.purge, Logger: logger(e)})
+	rep, err := sshx.Uninstall(ctx, c, m, sshx.UninstallOptions{Purge: o.purge, Logger: f.log})
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(e.stderr, "%s: warning: %s\n", m.Name, w)
 	}

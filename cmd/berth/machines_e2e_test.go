@@ -153,10 +153,17 @@ func TestMachinesE2E(t *testing.T) {
 		t.Errorf("status after the restart: exit %d", code)
 	}
 
+	// An unreachable machine is listed, not fatal.
+	gone := repoReplacing(t, l, "address: "+l.Machines[2].Address.Addr().String(), "address: 198.18.0.99")
+	code, out, _ = machines("status", "--repo", gone)
+	if code != exitError || !actionLine(out, "lab3", "198.18.0.99") || strings.Count(out, " yes ") != 2 || !strings.Contains(out, " no ") {
+		t.Errorf("status with lab3 unreachable: exit %d\n%s", code, out)
+	}
+
 	// A changed host key is refused, and nothing is uploaded.
 	lab1 := l.Machines[0]
 	before := fileState(t, lab1.Agent.BinaryPath)
-	badRepo := repoWithHostKey(t, l, lab1.HostKey, newHostKey(t))
+	badRepo := repoReplacing(t, l, lab1.HostKey, newHostKey(t))
 	code, out, _ = machines("bootstrap", "--repo", badRepo, "--binary", bin2, "lab1")
 	if code != exitError || !strings.Contains(out, "host key mismatch") {
 		t.Errorf("bootstrap with a changed host key: exit %d\n%s", code, out)
@@ -171,7 +178,7 @@ func TestMachinesE2E(t *testing.T) {
 	// An unknown host key is refused with the line to pin, then accepted
 	// and recorded when asked for.
 	lab3 := l.Machines[2]
-	unpinned := repoWithHostKey(t, l, lab3.HostKey, `""`)
+	unpinned := repoReplacing(t, l, lab3.HostKey, `""`)
 	known := filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(known, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -283,7 +290,8 @@ func countAction(out, action string) int {
 	return n
 }
 
-// actionLine reports whether out has a line of machine with one of actions.
+// actionLine reports whether out has a line of machine whose second
+// column is one of actions.
 func actionLine(out, machine string, actions ...string) bool {
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
@@ -365,10 +373,11 @@ func newHostKey(t *testing.T) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
 }
 
-// repoWithHostKey copies the lab's fleet repository with the host key
-// pinned as old replaced by newKey: a fresh key, as if the machine had
-// been reinstalled (or someone sat in the middle), or none.
-func repoWithHostKey(t *testing.T, l *lab.Lab, old, newKey string) string {
+// repoReplacing copies the lab's fleet repository with old replaced by
+// newText in machines.yaml: a pinned host key by a fresh one, as if the
+// machine had been reinstalled (or someone sat in the middle), or by none;
+// an address by one where nothing answers.
+func repoReplacing(t *testing.T, l *lab.Lab, old, newText string) string {
 	t.Helper()
 	r, err := git.PlainOpen(l.Repo)
 	if err != nil {
@@ -396,9 +405,9 @@ func repoWithHostKey(t *testing.T, l *lab.Lab, old, newKey string) string {
 	}
 	old = strings.TrimSpace(old)
 	if !strings.Contains(files["machines.yaml"], old) {
-		t.Fatalf("machines.yaml does not pin %q:\n%s", old, files["machines.yaml"])
+		t.Fatalf("machines.yaml has no %q:\n%s", old, files["machines.yaml"])
 	}
-	files["machines.yaml"] = strings.Replace(files["machines.yaml"], old, newKey, 1)
+	files["machines.yaml"] = strings.Replace(files["machines.yaml"], old, newText, 1)
 	repo := gittest.New(t)
 	repo.Commit(files, "host key changed")
 	return repo.Path()
