@@ -20,12 +20,20 @@ the same N pods; it prints both medians and the ratio.
 It needs root. It starts a private containerd (under /run/berth-bench-XXXX,
 CRI plugin disabled) and a private docker-registry on 127.0.0.1 holding
 berth/echo:1, and runs the agent's pod manager in this process on that
-containerd. Both contenders start with the image already present (pulled
-once, not timed). Everything is removed afterwards, also on Ctrl-C.
+containerd. The echo image is compiled with the go command, so run it
+from the berth checkout with Go installed. Both contenders start with
+the image already present (pulled once, not timed). Everything is
+removed afterwards, also on Ctrl-C.
 
 Podman needs default_ulimits on this kind of machine: when
 /etc/containers/containers.conf lacks it, podman is given a copy with it
-through CONTAINERS_CONF; /etc is not modified.
+through CONTAINERS_CONF; /etc is not modified. kube play's infra
+containers need Debian's catatonit package.
+
+Time to ready: for berth, until the agent reports every pod Ready by its
+readiness probe (httpGet /readyz, periodSeconds 1); for podman 4.3, which
+runs no readiness probes, until every container runs and /readyz answers
+200 inside every pod's network namespace, polled every 50 ms.
 
 Examples:
   berth bench agent

@@ -169,7 +169,8 @@ func Bench(ctx context.Context, opts Options) (res *Result, err error) {
 	opts.Progress("building and pushing %s", images.EchoRef(host, "1"))
 	pushed, err := images.PushEcho(ctx, host, true, "1")
 	if err != nil {
-		return nil, err
+		// The echo image is compiled from source with the go command.
+		return nil, fmt.Errorf("%w (the bench builds the echo image with `go build`: run it from the berth checkout with Go installed)", err)
 	}
 	ref := pushed[0].Ref
 	res.Image = ref
