@@ -34,9 +34,15 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
-demo: build
+# The quick start: a lab of 3 machines on this host (root), the agent
+# bootstrapped onto each over SSH, their status, and the plan of the example
+# fleet. `bin/berth lab down` removes it all.
+LAB ?= /var/lib/berth-lab
+demo: deps build
 	./$(BIN) validate examples/quickstart
-	./$(BIN) plan --repo . --path examples/quickstart --from empty
+	./$(BIN) lab status --dir $(LAB) >/dev/null 2>&1 || ./$(BIN) lab up --nodes 3 --dir $(LAB)
+	. $(LAB)/lab.env && ./$(BIN) machines bootstrap && ./$(BIN) machines status
+	. $(LAB)/lab.env && ./$(BIN) plan --from empty
 
 clean:
 	rm -rf bin
