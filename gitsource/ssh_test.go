@@ -1,6 +1,8 @@
 package gitsource
 
 import (
+	"berth.dev/berth/internal/testenv"
+
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -45,11 +47,7 @@ func newKey(t *testing.T) (ed25519.PrivateKey, ssh.Signer) {
 
 func startSSHGitServer(t *testing.T, repoDir string, client ssh.PublicKey) *sshGitServer {
 	t.Helper()
-	if _, err := exec.LookPath("git-upload-pack"); err != nil {
-		if _, err := exec.LookPath("git"); err != nil {
-			t.Skip("git-upload-pack not installed")
-		}
-	}
+	testenv.Require(t, "git")
 	_, hostSigner := newKey(t)
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {

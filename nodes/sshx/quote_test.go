@@ -1,6 +1,8 @@
 package sshx
 
 import (
+	"berth.dev/berth/internal/testenv"
+
 	"os/exec"
 	"strings"
 	"testing"
@@ -48,9 +50,10 @@ func TestQuote(t *testing.T) {
 // TestQuoteRoundTrip has a real shell print each quoted word back: what
 // arrives must be exactly what was quoted, one argument each.
 func TestQuoteRoundTrip(t *testing.T) {
+	testenv.Require(t, "sh")
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		t.Fatal(err)
 	}
 	words := []string{
 		"", "plain", "two words", "it's", "'", "\"", "$HOME", "${HOME}", "`id`", "$(id)",
