@@ -441,7 +441,7 @@ func BenchmarkSnapshotRead10kCold(b *testing.B) {
 
 func TestSnapshotRead10k(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a 10,000-file repository")
+		t.Skip("testing.Short: builds a 10,000-file repository")
 	}
 	src := build10k(t)
 	r, err := Open(context.Background(), src.Path())

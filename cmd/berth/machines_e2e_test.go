@@ -78,7 +78,7 @@ func buildBerth(t *testing.T, version string) string {
 // an upgrade that keeps a pod running, and uninstall.
 func TestMachinesE2E(t *testing.T) {
 	if testing.Short() {
-		t.Skip("brings up a lab and builds berth twice")
+		t.Skip("testing.Short: brings up a lab and builds berth twice")
 	}
 	l := labtest.Start(t, lab.Options{Nodes: 3})
 	bin1, bin2 := buildBerth(t, "e2e-1"), buildBerth(t, "e2e-2")

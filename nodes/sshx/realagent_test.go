@@ -33,7 +33,7 @@ func buildBerth(t testing.TB, version string) string {
 // containerd through the real sshd, upgrades it, and uninstalls it.
 func TestBootstrapRealAgent(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds berth twice and runs containerd")
+		t.Skip("testing.Short: builds berth twice and runs containerd")
 	}
 	cd := testenv.Containerd(t)
 	mc := newMachine(t, sshtest.Options{})
