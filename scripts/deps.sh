@@ -4,7 +4,7 @@
 # the layers that need them then skip (or fail under BERTH_E2E=required).
 set -euo pipefail
 
-packages=(git containerd runc docker-registry busybox-static openssh-server iproute2)
+packages=(git containerd runc docker-registry busybox-static openssh-server iproute2 containernetworking-plugins nftables)
 
 missing=()
 for p in "${packages[@]}"; do
