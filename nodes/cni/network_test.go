@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -398,6 +399,21 @@ func BenchmarkAttachDetach(b *testing.B) {
 		}
 		if err := n.Detach(ctx, id, pod); err != nil {
 			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+}
+
+// BenchmarkPluginExec times one run of a plugin binary doing nothing
+// (VERSION), the floor under every plugin run in BenchmarkAttachDetach.
+func BenchmarkPluginExec(b *testing.B) {
+	requireCNI(b)
+	for b.Loop() {
+		cmd := exec.Command(filepath.Join(DefaultPluginDir, "loopback"))
+		cmd.Env = []string{"CNI_COMMAND=VERSION"}
+		cmd.Stdin = strings.NewReader(`{"cniVersion":"1.0.0"}`)
+		if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "1.0.0") {
+			b.Fatalf("%s: %v", out, err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
