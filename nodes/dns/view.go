@@ -191,7 +191,7 @@ func NewView(in Input) (*View, error) {
 	if domain == "" {
 		return nil, errEmptyDomain
 	}
-	if _, ok := dns.IsDomainName(domain); !ok || strings.Contains(domain, "..") {
+	if !isDomainName(domain + ".") {
 		return nil, fmt.Errorf("cluster domain %q is not a domain name", in.Domain)
 	}
 	ttl := in.TTL
