@@ -80,7 +80,7 @@ func Compute(in Input, opts Options) (Result, error) {
 		case *appsv1.DaemonSet:
 			w = append(w, p.daemonSet(v, obj.Namespace, obj.Name))
 		case *batchv1.Job:
-			w = append(w, p.job(&v.Spec, Owner{Kind: "Job", Namespace: obj.Namespace, Name: obj.Name}, nil))
+			w = append(w, p.job(&v.Spec, Owner{Kind: "Job", Namespace: obj.Namespace, Name: obj.Name}, nil, nil))
 		case *batchv1.CronJob:
 			w = p.cronJob(v, obj.Namespace, obj.Name)
 		default:

@@ -86,10 +86,10 @@ func TestDeploymentConvergedHasNothingToDo(t *testing.T) {
 
 func TestDeploymentRollingUpdateFirstStep(t *testing.T) {
 	for _, tc := range []struct {
-		name                  string
-		replicas              int32
-		surge, unav           intstr.IntOrString
-		wantCreate, wantStop  int
+		name                 string
+		replicas             int32
+		surge, unav          intstr.IntOrString
+		wantCreate, wantStop int
 	}{
 		{"surge 1 unavailable 0", 3, intstr.FromInt32(1), intstr.FromInt32(0), 1, 0},
 		{"surge 0 unavailable 1", 3, intstr.FromInt32(0), intstr.FromInt32(1), 0, 1},

@@ -44,7 +44,7 @@ type obs struct {
 	terminal bool // Succeeded or Failed
 	ready    bool // Running, Ready, reachable, not terminating
 	// readyAt is when it became ready (zero unless ready).
-	readyAt time.Time
+	readyAt  time.Time
 	restarts int32
 }
 

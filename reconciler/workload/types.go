@@ -294,9 +294,9 @@ type WorkloadMemory struct {
 // Revision numbers a Deployment's template hash, as Kubernetes'
 // deployment.kubernetes.io/revision does.
 type Revision struct {
-	Hash     string `json:"hash"`
-	Number   int64  `json:"number"`
-	Since    time.Time `json:"since"`
+	Hash   string    `json:"hash"`
+	Number int64     `json:"number"`
+	Since  time.Time `json:"since"`
 }
 
 // Progress records the rollout state last seen and since when; a change
