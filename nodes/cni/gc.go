@@ -58,31 +58,17 @@ func (n *Network) withIPAMLock(fn func() error) error {
 // address, holding "ID\r\nIFNAME" (older versions: only the ID). Other
 // files (lock, last_reserved_ip.N) are not addresses.
 func (n *Network) readAllocations() ([]Allocation, error) {
-	entries, err := os.ReadDir(n.cfg.allocDir())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var allocs []Allocation
-	for _, e := range entries {
-		ip, err := netip.ParseAddr(e.Name())
-		if err != nil || !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(n.cfg.allocDir(), e.Name()))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+	err := readFiles(n.cfg.allocDir(), func(name string, b []byte) {
+		ip, err := netip.ParseAddr(name)
 		if err != nil {
-			return nil, err
+			return
 		}
 		id, ifname, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 		allocs = append(allocs, Allocation{IP: ip, PodID: strings.TrimSpace(id), Interface: strings.TrimSpace(ifname)})
-	}
+	})
 	sort.Slice(allocs, func(i, j int) bool { return allocs[i].IP.Less(allocs[j].IP) })
-	return allocs, nil
+	return allocs, err
 }
 
 // cacheEntry is the part of a libcni result cache file GC needs.
@@ -96,35 +82,58 @@ type cacheEntry struct {
 // cachedResults reads libcni's result cache (cache/results/NET-ID-IF, JSON).
 func (n *Network) cachedResults() ([]cacheEntry, error) {
 	dir := filepath.Join(n.cfg.cacheDir(), "results")
+	var out []cacheEntry
+	err := readFiles(dir, func(name string, b []byte) {
+		c := cacheEntry{file: filepath.Join(dir, name)}
+		if err := json.Unmarshal(b, &c); err != nil || c.ContainerID == "" {
+			// Not libcni's: a torn write, or something else. Left alone.
+			n.log.Warn("unreadable CNI cache entry", "file", c.file)
+			return
+		}
+		out = append(out, c)
+	})
+	return out, err
+}
+
+// readFiles calls fn with the name and content of each regular file in
+// dir. A missing dir, or a file removed meanwhile, is not an error.
+func readFiles(dir string, fn func(name string, b []byte)) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []cacheEntry
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		file := filepath.Join(dir, e.Name())
-		b, err := os.ReadFile(file)
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		c := cacheEntry{file: file}
-		if err := json.Unmarshal(b, &c); err != nil || c.ContainerID == "" {
-			// Not libcni's: a torn write, or something else. Left alone.
-			n.log.Warn("unreadable CNI cache entry", "file", file)
-			continue
-		}
-		out = append(out, c)
+		fn(e.Name(), b)
 	}
-	return out, nil
+	return nil
+}
+
+// cachedNetNS reports whether libcni has a cached result of the bridge
+// network for podID, and the namespace path it was attached with.
+func (n *Network) cachedNetNS(podID string) (string, bool) {
+	file := filepath.Join(n.cfg.cacheDir(), "results", n.cfg.NetworkName+"-"+podID+"-"+PodInterface)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", false
+	}
+	var c cacheEntry
+	if err := json.Unmarshal(b, &c); err != nil || c.ContainerID != podID {
+		return "", false
+	}
+	return c.NetNS, true
 }
 
 // GC releases what the plugins hold for pods that are not live: host-local

@@ -338,7 +338,9 @@ func cniArgs(labels map[string]string) ([]gocni.NamespaceOpts, error) {
 // Attach connects the network namespace at netnsPath to the machine's
 // bridge as the pod podID and returns its addresses. Labels reach the
 // plugins as CNI_ARGS (K8S_POD_NAME and the like). If the plugins fail,
-// whatever they did is undone before Attach returns.
+// whatever they did is undone before Attach returns. A pod that is
+// attached already is detached first, so a repeated Attach converges (with
+// a new address); netnsPath must be the pod's own namespace.
 func (n *Network) Attach(ctx context.Context, podID, netnsPath string, labels map[string]string) (Attachment, error) {
 	att, err := n.attach(ctx, podID, netnsPath, labels)
 	if err != nil {
@@ -364,6 +366,15 @@ func (n *Network) attach(ctx context.Context, podID, netnsPath string, labels ma
 	}
 	defer release()
 	start := time.Now()
+	// A pod attached before (an agent that died before it recorded the
+	// result, and tries again) would fail on the eth0 it already has, and
+	// a pod moved to a new namespace would keep an address for its old
+	// one: DEL it first, with the namespace it was attached in.
+	if prev, ok := n.cachedNetNS(podID); ok {
+		if err := n.del(ctx, podID, prev); err != nil {
+			return Attachment{}, fmt.Errorf("detach earlier attachment: %w", err)
+		}
+	}
 	var res *gocni.Result
 	err = n.inMachine(func() error {
 		var err error

@@ -126,7 +126,33 @@ func TestAttachDetach(t *testing.T) {
 	if _, err := n.Attach(ctx, idA, podA, nil); err != nil {
 		t.Fatalf("attach after detach: %v", err)
 	}
-	if err := n.Detach(ctx, idA, podA); err != nil {
+	// Attach repeated without a Detach (an agent retrying after a crash)
+	// converges: one address, one port, a working pod.
+	again, err := n.Attach(ctx, idA, podA, nil)
+	if err != nil {
+		t.Fatalf("repeated attach: %v", err)
+	}
+	if allocs, err := n.Allocations(); err != nil || len(allocs) != 1 || allocs[0].IP != again.IPs[0].Addr() {
+		t.Errorf("allocations after a repeated attach: %+v, %v; want only %s", allocs, err, again.IPs[0])
+	}
+	if ports := bridgePorts(t, h, cfg.Bridge); len(ports) != 1 {
+		t.Errorf("bridge has %d ports after a repeated attach, want 1", len(ports))
+	}
+	if got, err := fetch(podA, serve(t, cfg.MachineNetNS, cfg.Gateway(), "again")); got != "again" {
+		t.Errorf("pod after a repeated attach: %q, %v", got, err)
+	}
+	// The pod moves to a new namespace: the old one loses its veth.
+	podC := newNetNS(t)
+	if _, err := n.Attach(ctx, idA, podC, nil); err != nil {
+		t.Fatalf("attach in a new namespace: %v", err)
+	}
+	if _, err := nlHandle(t, podA).LinkByName(PodInterface); err == nil {
+		t.Errorf("the old namespace keeps %s", PodInterface)
+	}
+	if ports := bridgePorts(t, h, cfg.Bridge); len(ports) != 1 {
+		t.Errorf("bridge has %d ports after the move, want 1", len(ports))
+	}
+	if err := n.Detach(ctx, idA, podC); err != nil {
 		t.Fatal(err)
 	}
 	assertReleased(t, n)
