@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
+
 	"berth.dev/berth/nodes/runtime/netns"
 )
 
@@ -56,6 +58,25 @@ func TestAttachDetach(t *testing.T) {
 	addrs, err := nlHandle(t, podA).AddrList(links, 2 /* AF_INET */)
 	if err != nil || len(addrs) != 1 || addrs[0].IP.String() != ipA.String() {
 		t.Errorf("addresses on the pod's %s: %v, %v; want %s", PodInterface, addrs, err, ipA)
+	}
+
+	// libcni's cache and host-local's files are in this machine's state
+	// dir, not in /var/lib/cni where every machine of a lab would share them.
+	for _, f := range []string{
+		filepath.Join(cfg.cacheDir(), "results", cfg.NetworkName+"-"+idA+"-"+PodInterface),
+		filepath.Join(cfg.allocDir(), ipA.String()),
+	} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("state file: %v", err)
+		}
+	}
+	for _, f := range []string{
+		filepath.Join(libcni.CacheDir, "results", cfg.NetworkName+"-"+idA+"-"+PodInterface),
+		filepath.Join("/var/lib/cni/networks", cfg.NetworkName, ipA.String()),
+	} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s written outside the state dir", f)
+		}
 	}
 
 	allocs, err := n.Allocations()
