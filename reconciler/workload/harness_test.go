@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
-	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -323,7 +322,7 @@ func (s *sim) settled() bool {
 		if !s.reachable(p.Machine) {
 			continue
 		}
-		if p.Terminating || p.Phase == corev1.PodPending || (p.Phase == corev1.PodRunning && !p.Ready) {
+		if p.Terminating || p.Phase == corev1.PodPending || (p.Phase == corev1.PodRunning && (!p.Ready || p.runFor > 0)) {
 			return false
 		}
 	}
@@ -352,7 +351,7 @@ func (s *sim) ownedBy(kind, name string) []*simPod {
 	return out
 }
 
-func workloadOf(t testing.TB, r Result, kind, name string) Workload {
+func workloadOf(t tb, r Result, kind, name string) Workload {
 	t.Helper()
 	for _, w := range r.Workloads {
 		if w.Owner.Kind == kind && w.Owner.Name == name {

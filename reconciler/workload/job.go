@@ -177,10 +177,6 @@ func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[s
 		st.Conditions = p.conditions(mem, Condition{Type: "Suspended", Status: corev1.ConditionTrue, Reason: "JobSuspended", Message: "Job suspended"})
 		return b.finish(pods, "suspended")
 	}
-	if spec.ActiveDeadlineSeconds != nil && !jm.StartTime.IsZero() {
-		p.wakeAt(jm.StartTime.Add(time.Duration(*spec.ActiveDeadlineSeconds) * time.Second))
-	}
-
 	taken := make(map[string]bool, len(pods))
 	for _, o := range pods {
 		taken[o.Name] = true
@@ -287,6 +283,9 @@ func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[s
 		}
 	}
 	st.Active = running
+	if spec.ActiveDeadlineSeconds != nil && !jm.StartTime.IsZero() {
+		p.wakeAt(jm.StartTime.Add(time.Duration(*spec.ActiveDeadlineSeconds) * time.Second))
+	}
 
 	var reason string
 	switch {
