@@ -16,32 +16,60 @@ import (
 type envList struct {
 	vars  []corev1.EnvVar
 	index map[string]int
+	// live marks variables whose wire form still holds a reference for
+	// the agent to expand: the pod IP variables themselves, and values
+	// that refer to them.
+	live map[string]bool
+	// referred marks pod IP variables that some value refers to.
+	referred map[string]bool
 }
 
-func (l *envList) set(v corev1.EnvVar) {
-	if i, ok := l.index[v.Name]; ok {
-		l.vars[i] = v
-		return
-	}
+// deferred reports whether name is, for now, a variable the agent fills.
+func (l *envList) deferred(name string) bool {
+	i, ok := l.index[name]
+	return ok && l.vars[i].ValueFrom != nil
+}
+
+func (l *envList) set(v corev1.EnvVar, live bool) {
 	if l.index == nil {
-		l.index = map[string]int{}
+		l.index = make(map[string]int, 8)
+		l.live = map[string]bool{}
+		l.referred = map[string]bool{}
 	}
-	l.index[v.Name] = len(l.vars)
-	l.vars = append(l.vars, v)
+	i, ok := l.index[v.Name]
+	switch {
+	case !ok:
+		l.index[v.Name] = len(l.vars)
+		l.vars = append(l.vars, v)
+	case live:
+		// The agent expands in list order, so a value that still refers
+		// to a variable goes after everything it may refer to.
+		l.vars = slices.Delete(l.vars, i, i+1)
+		for j := i; j < len(l.vars); j++ {
+			l.index[l.vars[j].Name] = j
+		}
+		l.index[v.Name] = len(l.vars)
+		l.vars = append(l.vars, v)
+	default:
+		l.vars[i] = v
+	}
+	l.live[v.Name] = live
 }
 
 // wire returns the wire form of a defined variable's value: what a
-// $(name) reference to it becomes. A variable the agent fills (pod IPs)
-// is referred to as $(name), for the agent's expansion.
-func (l *envList) wire(name string) (string, bool) {
+// $(name) reference to it becomes, and whether that is live. A variable
+// the agent fills (pod IPs) is referred to as $(name), for the agent's
+// expansion.
+func (l *envList) wire(name string) (w string, live, ok bool) {
 	i, ok := l.index[name]
 	if !ok {
-		return "", false
+		return "", false, false
 	}
-	if v := l.vars[i]; v.ValueFrom != nil {
-		return "$(" + name + ")", true
+	if l.vars[i].ValueFrom != nil {
+		l.referred[name] = true
+		return "$(" + name + ")", true, true
 	}
-	return l.vars[i].Value, true
+	return l.vars[i].Value, l.live[name], true
 }
 
 // env resolves one container's env and envFrom into literal values.
@@ -78,9 +106,10 @@ func (r *resolver) env(where string, c *corev1.Container, s *corev1.PodSpec) []c
 	for i := range c.Env {
 		e := &c.Env[i]
 		at := where + ": env " + quoteName(e.Name)
+		nv, live := corev1.EnvVar{Name: e.Name}, false
 		switch {
 		case e.Value != "":
-			l.set(corev1.EnvVar{Name: e.Name, Value: expand(e.Value, l.wire)})
+			nv.Value, live = expand(e.Value, l.wire)
 		case e.ValueFrom != nil:
 			v, ok := r.valueFrom(at, e.ValueFrom, c, s)
 			if !ok {
@@ -88,15 +117,34 @@ func (r *resolver) env(where string, c *corev1.Container, s *corev1.PodSpec) []c
 			}
 			if v == nil {
 				// Known only on the machine: the agent fills it.
-				l.set(corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{FieldRef: e.ValueFrom.FieldRef.DeepCopy()}})
-				continue
+				nv.ValueFrom = &corev1.EnvVarSource{FieldRef: e.ValueFrom.FieldRef.DeepCopy()}
+				live = true
+			} else {
+				nv.Value = escape(*v)
 			}
-			l.set(corev1.EnvVar{Name: e.Name, Value: escape(*v)})
-		default:
-			l.set(corev1.EnvVar{Name: e.Name})
 		}
+		if !r.keepsPodIP(at, &l, nv) {
+			continue
+		}
+		l.set(nv, live)
 	}
 	return l.vars
+}
+
+// keepsPodIP refuses to redefine a pod IP variable that a value refers
+// to as anything else: the agent fills one value per name, so the wire
+// cannot say "the pod's IP for those references, something else from
+// here on".
+func (r *resolver) keepsPodIP(at string, l *envList, v corev1.EnvVar) bool {
+	if !l.deferred(v.Name) || !l.referred[v.Name] {
+		return true
+	}
+	old := l.vars[l.index[v.Name]].ValueFrom.FieldRef.FieldPath
+	if v.ValueFrom != nil && v.ValueFrom.FieldRef.FieldPath == old {
+		return true // still the same value
+	}
+	r.fail(at, fmt.Errorf("redefines %s, which values before refer to as the pod's %s: %w", v.Name, old, ErrNotSupported))
+	return false
 }
 
 // envFrom adds the keys of one envFrom source, in sorted order, skipping
@@ -110,7 +158,7 @@ func (r *resolver) envFrom(at string, l *envList, prefix, what string, keys []st
 			invalid = append(invalid, fmt.Sprintf("%q", name))
 			continue
 		}
-		l.set(corev1.EnvVar{Name: name, Value: escape(value(k))})
+		l.set(corev1.EnvVar{Name: name, Value: escape(value(k))}, false)
 	}
 	if len(invalid) > 0 {
 		r.warn(at, "%s: keys %s skipped: not valid environment variable names", what, strings.Join(invalid, ", "))
@@ -201,10 +249,11 @@ func escape(s string) string {
 // kubelet's third_party/forked/golang/expansion), producing the wire form:
 // a reference to a defined variable becomes that variable's wire form,
 // and everything else is escaped, so that the runtime's own expansion
-// changes nothing but references to variables the agent fills.
-func expand(in string, wire func(string) (string, bool)) string {
+// changes nothing but references to variables the agent fills. live
+// reports whether the result holds such a reference.
+func expand(in string, wire func(string) (string, bool, bool)) (_ string, live bool) {
 	if !strings.Contains(in, "$") {
-		return in
+		return in, false
 	}
 	var b strings.Builder
 	checkpoint := 0
@@ -225,8 +274,9 @@ func expand(in string, wire func(string) (string, bool)) string {
 				break
 			}
 			name := rest[1:end]
-			if v, ok := wire(name); ok {
+			if v, l, ok := wire(name); ok {
 				b.WriteString(v)
+				live = live || l
 			} else { // undefined: left as written
 				b.WriteString("$$(" + escape(name) + ")")
 			}
@@ -238,7 +288,7 @@ func expand(in string, wire func(string) (string, bool)) string {
 		checkpoint = cur + 1
 	}
 	b.WriteString(escape(in[checkpoint:]))
-	return b.String()
+	return b.String(), live
 }
 
 func findContainer(s *corev1.PodSpec, name string) *corev1.Container {

@@ -260,6 +260,29 @@ func TestEnv(t *testing.T) {
 			order: []string{"EXTRA", "LOG_LEVEL", "BEFORE", "AFTER"},
 		},
 		{
+			name: "an override that refers to a pod IP goes after it",
+			c: corev1.Container{
+				EnvFrom: []corev1.EnvFromSource{fromCM("overrides", "", nil)},
+				Env: []corev1.EnvVar{
+					{Name: "POD_IP", ValueFrom: field("status.podIP")},
+					{Name: "LOG_LEVEL", Value: "ip=$(POD_IP)"},
+					{Name: "EXTRA", Value: "[$(LOG_LEVEL)]"},
+				},
+			},
+			want:  map[string]string{"POD_IP": "10.1.0.7", "LOG_LEVEL": "ip=10.1.0.7", "EXTRA": "[ip=10.1.0.7]"},
+			order: []string{"POD_IP", "LOG_LEVEL", "EXTRA"},
+		},
+		{
+			name: "a pod IP variable redefined after a value refers to it",
+			c: corev1.Container{Env: []corev1.EnvVar{
+				{Name: "POD_IP", ValueFrom: field("status.podIP")},
+				{Name: "URL", Value: "http://$(POD_IP)"},
+				{Name: "POD_IP", ValueFrom: field("status.podIP")}, // the same: fine
+				{Name: "POD_IP", Value: "other"},
+			}},
+			errs: []string{"pod default/web-0: container web: env POD_IP: redefines POD_IP, which values before refer to as the pod's status.podIP: not supported"},
+		},
+		{
 			name: "fileKeyRef is not supported",
 			c:    corev1.Container{Env: []corev1.EnvVar{{Name: "F", ValueFrom: &corev1.EnvVarSource{FileKeyRef: &corev1.FileKeySelector{VolumeName: "v", Path: "p", Key: "k"}}}}},
 			errs: []string{"pod default/web-0: container web: env F: fileKeyRef: not supported"},

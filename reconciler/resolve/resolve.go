@@ -162,11 +162,10 @@ func (r *resolver) containers(kind string, cs []corev1.Container, s *corev1.PodS
 	}
 	out := make([]corev1.Container, len(cs))
 	for i := range cs {
-		c := cs[i].DeepCopy()
-		where := kind + " " + c.Name
-		c.Env = r.env(where, &cs[i], s)
-		c.EnvFrom = nil
-		out[i] = *c
+		c := cs[i] // shallow: env and envFrom are replaced, not copied
+		c.Env, c.EnvFrom = nil, nil
+		c.DeepCopyInto(&out[i])
+		out[i].Env = r.env(kind+" "+c.Name, &cs[i], s)
 	}
 	return out
 }
