@@ -11,8 +11,9 @@ import (
 
 // envList builds a container's environment the kubelet's way: envFrom
 // sources first, in order, then env, in order; a later variable replaces
-// an earlier one of the same name, keeping its place. Values are kept in
-// their wire form (see escape).
+// an earlier one of the same name, keeping its place (unless its value
+// still refers to a pod IP: then it moves last, see set). Values are kept
+// in their wire form (see escape).
 type envList struct {
 	vars  []corev1.EnvVar
 	index map[string]int
@@ -82,9 +83,7 @@ func (r *resolver) env(where string, c *corev1.Container, s *corev1.PodSpec) []c
 			ref := from.ConfigMapRef
 			cm := r.in.Sources.configMap(r.ns, ref.Name)
 			if cm == nil {
-				if !isTrue(ref.Optional) {
-					r.fail(at, fmt.Errorf("configMap %s: %w", quoteName(ref.Name), ErrMissingReference))
-				}
+				r.missing(at, ref.Optional, "configMap %s", quoteName(ref.Name))
 				continue
 			}
 			r.envFrom(at, &l, from.Prefix, "configMap "+ref.Name, sortedKeys(cm.Data), func(k string) string { return cm.Data[k] })
@@ -92,9 +91,7 @@ func (r *resolver) env(where string, c *corev1.Container, s *corev1.PodSpec) []c
 			ref := from.SecretRef
 			sec := r.in.Sources.secret(r.ns, ref.Name)
 			if sec == nil {
-				if !isTrue(ref.Optional) {
-					r.fail(at, fmt.Errorf("secret %s: %w", quoteName(ref.Name), ErrMissingReference))
-				}
+				r.missing(at, ref.Optional, "secret %s", quoteName(ref.Name))
 				continue
 			}
 			r.envFrom(at, &l, from.Prefix, "secret "+ref.Name, sortedKeys(sec.data), func(k string) string { return string(sec.data[k]) })
@@ -174,16 +171,12 @@ func (r *resolver) valueFrom(at string, vf *corev1.EnvVarSource, c *corev1.Conta
 		ref := vf.ConfigMapKeyRef
 		cm := r.in.Sources.configMap(r.ns, ref.Name)
 		if cm == nil {
-			if !isTrue(ref.Optional) {
-				r.fail(at, fmt.Errorf("configMap %s: %w", quoteName(ref.Name), ErrMissingReference))
-			}
+			r.missing(at, ref.Optional, "configMap %s", quoteName(ref.Name))
 			return nil, false
 		}
 		v, found := cm.Data[ref.Key]
 		if !found {
-			if !isTrue(ref.Optional) {
-				r.fail(at, fmt.Errorf("configMap %s key %s: %w", quoteName(ref.Name), quoteName(ref.Key), ErrMissingReference))
-			}
+			r.missing(at, ref.Optional, "configMap %s key %s", quoteName(ref.Name), quoteName(ref.Key))
 			return nil, false
 		}
 		return &v, true
@@ -191,16 +184,12 @@ func (r *resolver) valueFrom(at string, vf *corev1.EnvVarSource, c *corev1.Conta
 		ref := vf.SecretKeyRef
 		sec := r.in.Sources.secret(r.ns, ref.Name)
 		if sec == nil {
-			if !isTrue(ref.Optional) {
-				r.fail(at, fmt.Errorf("secret %s: %w", quoteName(ref.Name), ErrMissingReference))
-			}
+			r.missing(at, ref.Optional, "secret %s", quoteName(ref.Name))
 			return nil, false
 		}
 		b, found := sec.data[ref.Key]
 		if !found {
-			if !isTrue(ref.Optional) {
-				r.fail(at, fmt.Errorf("secret %s key %s: %w", quoteName(ref.Name), quoteName(ref.Key), ErrMissingReference))
-			}
+			r.missing(at, ref.Optional, "secret %s key %s", quoteName(ref.Name), quoteName(ref.Key))
 			return nil, false
 		}
 		v := string(b)

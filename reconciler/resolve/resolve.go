@@ -152,6 +152,15 @@ func (r *resolver) fail(where string, err error) {
 	r.errs = append(r.errs, fmt.Errorf("%s: %s: %w", r.pod, where, err))
 }
 
+// missing records a reference to a ConfigMap, Secret or key that is not
+// there, unless the reference is optional. what names it
+// ("secret %s key %s").
+func (r *resolver) missing(where string, optional *bool, what string, args ...any) {
+	if !isTrue(optional) {
+		r.fail(where, fmt.Errorf(what+": %w", append(args, ErrMissingReference)...))
+	}
+}
+
 func (r *resolver) warn(where, format string, args ...any) {
 	r.warnings = append(r.warnings, r.pod+": "+where+": "+fmt.Sprintf(format, args...))
 }

@@ -147,9 +147,7 @@ func (f *files) volume() *api.FilesVolume {
 func (f *files) configMap(ref *corev1.LocalObjectReference, items []corev1.KeyToPath, optional *bool, mode int32) {
 	cm := f.r.in.Sources.configMap(f.r.ns, ref.Name)
 	if cm == nil {
-		if !isTrue(optional) {
-			f.r.fail(f.where, fmt.Errorf("configMap %s: %w", quoteName(ref.Name), ErrMissingReference))
-		}
+		f.r.missing(f.where, optional, "configMap %s", quoteName(ref.Name))
 		return
 	}
 	if len(items) == 0 {
@@ -168,9 +166,7 @@ func (f *files) configMap(ref *corev1.LocalObjectReference, items []corev1.KeyTo
 		} else if v, ok := cm.BinaryData[it.Key]; ok {
 			content = slices.Clone(v)
 		} else {
-			if !isTrue(optional) {
-				f.r.fail(f.where, fmt.Errorf("configMap %s key %s: %w", quoteName(ref.Name), quoteName(it.Key), ErrMissingReference))
-			}
+			f.r.missing(f.where, optional, "configMap %s key %s", quoteName(ref.Name), quoteName(it.Key))
 			continue
 		}
 		f.add(it.Path, content, itemMode(it.Mode, mode))
@@ -180,9 +176,7 @@ func (f *files) configMap(ref *corev1.LocalObjectReference, items []corev1.KeyTo
 func (f *files) secret(name string, items []corev1.KeyToPath, optional *bool, mode int32) {
 	sec := f.r.in.Sources.secret(f.r.ns, name)
 	if sec == nil {
-		if !isTrue(optional) {
-			f.r.fail(f.where, fmt.Errorf("secret %s: %w", quoteName(name), ErrMissingReference))
-		}
+		f.r.missing(f.where, optional, "secret %s", quoteName(name))
 		return
 	}
 	if len(items) == 0 {
@@ -194,9 +188,7 @@ func (f *files) secret(name string, items []corev1.KeyToPath, optional *bool, mo
 	for _, it := range items {
 		v, ok := sec.data[it.Key]
 		if !ok {
-			if !isTrue(optional) {
-				f.r.fail(f.where, fmt.Errorf("secret %s key %s: %w", quoteName(name), quoteName(it.Key), ErrMissingReference))
-			}
+			f.r.missing(f.where, optional, "secret %s key %s", quoteName(name), quoteName(it.Key))
 			continue
 		}
 		f.add(it.Path, slices.Clone(v), itemMode(it.Mode, mode))
