@@ -160,8 +160,8 @@ func (v Verdict) String() string {
 	}
 }
 
-func jump(chain string) Verdict  { return Verdict{Kind: Jump, Chain: chain} }
-func goTo(chain string) Verdict  { return Verdict{Kind: Goto, Chain: chain} }
+func jump(chain string) Verdict     { return Verdict{Kind: Jump, Chain: chain} }
+func goTo(chain string) Verdict     { return Verdict{Kind: Goto, Chain: chain} }
 func gotoPtr(chain string) *Verdict { v := goTo(chain); return &v }
 
 // String prints the rule set in nft syntax.
@@ -217,7 +217,7 @@ func (r *Ruleset) String() string {
 		}
 		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
 		if c.Base != nil {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Base.Type, c.Base.Hook, priorityName(c.Base.Priority))
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Base.Type, c.Base.Hook, priorityName(c.Base.Hook, c.Base.Priority))
 		}
 		for _, rule := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s\n", rule)
@@ -228,28 +228,20 @@ func (r *Ruleset) String() string {
 	return b.String()
 }
 
-// priorityName prints a priority relative to the standard names, as nft
-// does.
-func priorityName(p int) string {
-	for _, n := range []struct {
-		name string
-		v    int
-	}{{"dstnat", prioDstNAT}, {"srcnat", prioSrcNAT}, {"filter", prioFilter}} {
-		switch d := p - n.v; {
-		case d == 0:
-			return n.name
-		case d > -50 && d < 0:
-			return fmt.Sprintf("%s - %d", n.name, -d)
-		case d > 0 && d < 50:
-			return fmt.Sprintf("%s + %d", n.name, d)
-		}
+// priorityName prints a priority as nft accepts and lists it: by name
+// where nft 1.0.6 knows one for the hook, otherwise as a number.
+func priorityName(hook string, p int) string {
+	switch {
+	case hook == "prerouting" && p == prioDstNAT:
+		return "dstnat"
+	case hook == "postrouting" && p == prioSrcNAT:
+		return "srcnat"
 	}
 	return fmt.Sprint(p)
 }
 
 const (
 	prioDstNAT = -100
-	prioFilter = 0
 	prioSrcNAT = 100
 )
 

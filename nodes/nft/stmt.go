@@ -271,12 +271,11 @@ func (n NumgenVMap) lower(l *lowerer) ([]expr.Any, error) {
 	s := &nftables.Set{
 		Table: l.table, Anonymous: true, Constant: true, IsMap: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict,
-		KeyByteOrder: binaryutil.NativeEndian,
 	}
 	elems := make([]nftables.SetElement, len(n.Chains))
 	for i, c := range n.Chains {
 		elems[i] = nftables.SetElement{
-			Key:         binaryutil.NativeEndian.PutUint32(uint32(i)),
+			Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
 			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: c},
 		}
 	}
@@ -285,6 +284,7 @@ func (n NumgenVMap) lower(l *lowerer) ([]expr.Any, error) {
 	}
 	return []expr.Any{
 		&expr.Numgen{Register: 1, Modulus: uint32(len(n.Chains)), Type: unix.NFT_NG_RANDOM},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
 	}, nil
 }

@@ -1,0 +1,425 @@
+package nft
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// lab is a router namespace holding the table, two pod namespaces behind
+// it and a client namespace outside the pod network:
+//
+//	client 198.18.64.2 -- 198.18.64.1  router  198.18.16.1 -- 198.18.16.2 pod a
+//	                                           198.18.16.5 -- 198.18.16.6 pod b
+type lab struct {
+	router, a, b, client *testNetns
+}
+
+func newLab(t *testing.T) *lab {
+	l := &lab{router: newNetns(t, "r"), a: newNetns(t, "a"), b: newNetns(t, "b"), client: newNetns(t, "c")}
+	link(t, l.router, "198.18.16.1/30", l.a, "198.18.16.2/30")
+	link(t, l.router, "198.18.16.5/30", l.b, "198.18.16.6/30")
+	link(t, l.router, "198.18.64.1/30", l.client, "198.18.64.2/30")
+	l.a.defaultRoute(t, "198.18.16.1")
+	l.b.defaultRoute(t, "198.18.16.5")
+	l.client.defaultRoute(t, "198.18.64.1")
+	l.router.sysctl(t, "net/ipv4/ip_forward", "1")
+	// A machine has a default route (without one, traffic to a ClusterIP
+	// without endpoints would be refused by routing before any hook saw it).
+	gw := newNetns(t, "g")
+	link(t, l.router, "198.18.65.1/30", gw, "198.18.65.2/30")
+	l.router.defaultRoute(t, "198.18.65.2")
+	l.a.listen(t, "198.18.16.2:8080", "a")
+	l.b.listen(t, "198.18.16.6:8080", "b")
+	return l
+}
+
+func labDesired(eps ...Endpoint) *Desired {
+	return &Desired{
+		NodeIPs:      []netip.Addr{addr("198.18.64.1")},
+		ClusterCIDRs: []netip.Prefix{prefix("198.18.16.0/20")},
+		NodePodCIDRs: []netip.Prefix{prefix("198.18.16.0/24")},
+		ServiceCIDRs: []netip.Prefix{prefix("198.19.0.0/16")},
+		Services: []Service{{
+			Namespace: "shop", Name: "web", Type: NodePort,
+			ClusterIPs: []netip.Addr{addr("198.19.0.10")},
+			Ports:      []ServicePort{{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080}},
+			Endpoints:  eps,
+		}},
+	}
+}
+
+// replies dials addr n times from ns and counts the replies by text.
+func replies(t *testing.T, ns *testNetns, addr string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		r, err := ns.dial(t, addr)
+		if err != nil {
+			t.Fatalf("connect to %s from %s: %v", addr, ns.name, err)
+		}
+		got[r]++
+	}
+	return got
+}
+
+func TestServiceTraffic(t *testing.T) {
+	l := newLab(t)
+	s := l.router.syncer(t)
+	ctx := context.Background()
+	d := labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, true))
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); !st.Full {
+		t.Errorf("first sync was not a full rebuild: %+v", st)
+	}
+
+	// From outside the pod network: both endpoints answer, and they see
+	// the router's address (masqueraded).
+	got := replies(t, l.client, "198.19.0.10:80", 40)
+	want := map[string]bool{"a from 198.18.16.1": true, "b from 198.18.16.5": true}
+	for r := range got {
+		if !want[r] {
+			t.Errorf("unexpected reply %q (all: %v)", r, got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("40 connections reached %v, want both endpoints", got)
+	}
+	// NodePort on the node address.
+	if r, err := l.client.dial(t, "198.18.64.1:30080"); err != nil || !want[r] {
+		t.Errorf("NodePort: %q, %v", r, err)
+	}
+	// From a pod: its own address is kept, except when it reaches itself
+	// (hairpin), which is masqueraded so that the reply comes back through
+	// the router.
+	for r := range replies(t, l.a, "198.19.0.10:80", 20) {
+		if r != "a from 198.18.16.1" && r != "b from 198.18.16.2" {
+			t.Errorf("from pod a: unexpected reply %q", r)
+		}
+	}
+
+	// Readable by Debian's nft, with our elements in it.
+	var listing struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	out := l.router.nft(t, "-j", "list", "table", "ip", "berth-test")
+	if err := json.Unmarshal([]byte(out), &listing); err != nil {
+		t.Fatalf("nft -j output does not parse: %v\n%s", err, out)
+	}
+	found := false
+	for _, o := range listing.Nftables {
+		if m, ok := o["map"]; ok && strings.Contains(string(m), `"service-ips"`) {
+			found = strings.Contains(string(m), `"198.19.0.10"`) && strings.Contains(string(m), "service-KHN6ECMT")
+		}
+	}
+	if !found {
+		t.Errorf("nft -j does not show the service-ips element:\n%s", out)
+	}
+	text := l.router.nft(t, "list", "ruleset")
+	for _, want := range []string{"numgen random mod 2 vmap { 0 : goto endpoint-", "dnat to 198.18.16.6:8080", "tcp . 30080 : goto external-"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("nft list ruleset lacks %q:\n%s", want, text)
+		}
+	}
+
+	// One endpoint not ready: all traffic goes to the other.
+	d = labDesired(ep("198.18.16.2", 8080, false, true), ep("198.18.16.6", 8080, true, true))
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := replies(t, l.client, "198.19.0.10:80", 10); got["b from 198.18.16.5"] != 10 {
+		t.Errorf("with a not ready: %v", got)
+	}
+	// No endpoints: refused at once, by the ClusterIP and the NodePort.
+	if err := s.Sync(ctx, labDesired()); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"198.19.0.10:80", "198.18.64.1:30080"} {
+		if _, err := l.client.dial(t, a); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s without endpoints: %v, want connection refused\n%s", a, err, l.router.nft(t, "list", "ruleset"))
+		}
+	}
+	// A port the ClusterIP does not serve is refused too.
+	if _, err := l.client.dial(t, "198.19.0.10:81"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("unserved port: %v, want connection refused", err)
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	l := newLab(t)
+	s := l.router.syncer(t)
+	d := labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, true))
+	d.Services[0].AffinityTimeout = time.Minute
+	if err := s.Sync(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	if got := replies(t, l.client, "198.19.0.10:80", 20); len(got) != 1 {
+		t.Errorf("with ClientIP affinity one client reached %v, want one endpoint", got)
+	}
+	if out := l.router.nft(t, "list", "table", "ip", "berth-test"); !strings.Contains(out, "198.18.64.2 expires") {
+		t.Errorf("the client is not in an affinity set:\n%s", out)
+	}
+}
+
+// many is n services with k endpoints each.
+func many(n, k int) *Desired {
+	d := &Desired{
+		NodeIPs:      []netip.Addr{addr("198.18.64.1")},
+		ClusterCIDRs: []netip.Prefix{prefix("198.18.0.0/16")},
+		NodePodCIDRs: []netip.Prefix{prefix("198.18.16.0/24")},
+		Services:     make([]Service, n),
+	}
+	for i := range n {
+		s := Service{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Type: ClusterIP,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})},
+			Ports:      []ServicePort{{Name: "http", Protocol: TCP, Port: 80}},
+			Endpoints:  make([]Endpoint, k),
+		}
+		for j := range k {
+			s.Endpoints[j] = ep(netip.AddrFrom4([4]byte{198, 18, byte(j), byte(i % 250)}).String(), uint16(8000+i/250), true, false)
+		}
+		d.Services[i] = s
+	}
+	return d
+}
+
+// transaction collects what the kernel reports for the next transaction in
+// the namespace.
+func transaction(t *testing.T, ns *testNetns, do func()) map[nftables.MonitorEventType][]any {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(16))
+	ch, err := c.AddGenerationalMonitor(mon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	do()
+	select {
+	case evs := <-ch:
+		got := map[nftables.MonitorEventType][]any{}
+		for _, e := range evs.Changes {
+			if e.Error != nil {
+				t.Fatalf("monitor: %v", e.Error)
+			}
+			got[e.Type] = append(got[e.Type], e.Data)
+		}
+		return got
+	case <-time.After(5 * time.Second):
+		t.Fatal("no transaction seen")
+		return nil
+	}
+}
+
+func chainNames(objs []any) []string {
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.(*nftables.Chain).Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
+	ns := newNetns(t, "delta")
+	s := ns.syncer(t)
+	ctx := context.Background()
+	d := many(300, 5)
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	before := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
+	if n := strings.Count(before, ": goto service-"); n != 300 {
+		t.Fatalf("service-ips holds %d elements, want 300", n)
+	}
+
+	// Replace one endpoint of one service.
+	d.Services[234].Endpoints[2].IP = addr("198.18.99.99")
+	ev := transaction(t, ns, func() {
+		if err := s.Sync(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	})
+	st := s.LastSync()
+	if st.Full || st.ServicesChanged != 1 || st.ChainsAdded != 1 || st.ChainsDeleted != 1 || st.ChainsRewritten != 1 ||
+		st.ElementsAdded != 0 || st.ElementsDeleted != 0 {
+		t.Errorf("stats: %+v", st)
+	}
+	newChain := func(n []string) bool { return len(n) == 1 && strings.Contains(n[0], "svc-234/tcp/http__198.18.99.99/") }
+	oldChain := func(n []string) bool { return len(n) == 1 && strings.Contains(n[0], "svc-234/tcp/http__198.18.2.") }
+	if n := chainNames(ev[nftables.MonitorEventTypeNewChain]); !newChain(n) {
+		t.Errorf("kernel created chains %v", n)
+	}
+	if n := chainNames(ev[nftables.MonitorEventTypeDelChain]); !oldChain(n) {
+		t.Errorf("kernel deleted chains %v", n)
+	}
+	// The only elements are those of the new rule's anonymous numgen map
+	// (five endpoints); no named map or set changes.
+	var added int
+	for _, e := range ev[nftables.MonitorEventTypeNewSetElem] {
+		added += len(e.([]nftables.SetElement))
+	}
+	if added != 5 || len(ev[nftables.MonitorEventTypeDelSetElem]) != 0 {
+		t.Errorf("kernel added %d elements and deleted %d batches, want 5 (the numgen map) and none", added, len(ev[nftables.MonitorEventTypeDelSetElem]))
+	}
+	for _, e := range ev[nftables.MonitorEventTypeNewSet] {
+		if n := e.(*nftables.Set).Name; !strings.HasPrefix(n, "__map") {
+			t.Errorf("kernel created set %s", n)
+		}
+	}
+	// Rules: the service chain's (masquerade rule and numgen) and the new
+	// endpoint chain's two.
+	if n := len(ev[nftables.MonitorEventTypeNewRule]); n != 4 {
+		t.Errorf("kernel added %d rules, want 4", n)
+	}
+	after := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
+	if before != after {
+		t.Errorf("service-ips changed:\n%s", lineDiff(before, after))
+	}
+
+	// The service loses its endpoints: one element moves between maps.
+	d.Services[234].Endpoints = nil
+	ev = transaction(t, ns, func() {
+		if err := s.Sync(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if st := s.LastSync(); st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.ChainsDeleted != 6 || st.ChainsAdded != 0 {
+		t.Errorf("stats: %+v", st)
+	}
+	if a, d := len(ev[nftables.MonitorEventTypeNewSetElem]), len(ev[nftables.MonitorEventTypeDelSetElem]); a != 1 || d != 1 {
+		t.Errorf("kernel: %d element additions, %d deletions; want 1 and 1", a, d)
+	}
+	out := ns.nft(t, "list", "map", "ip", "berth-test", "no-endpoint-services")
+	if !strings.Contains(out, "198.19.0.234 . tcp . 80") {
+		t.Errorf("no-endpoint-services lacks the service:\n%s", out)
+	}
+
+	// Nothing changed: nothing sent.
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.ServicesChanged != 0 || st.RulesAdded != 0 || st.ElementsAdded+st.ElementsDeleted != 0 || st.ChainsDeleted != 0 {
+		t.Errorf("sync without change: %+v", st)
+	}
+	// Down to one service: everything else goes, incrementally.
+	if err := s.Sync(ctx, many(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full || st.ChainsDeleted != 298*6+4 || st.ElementsDeleted != 2*299 {
+		t.Errorf("shrinking to one service: %+v", st)
+	}
+	out = ns.nft(t, "list", "table", "ip", "berth-test")
+	if n := strings.Count(out, "\tchain "); n != 16 {
+		t.Errorf("%d chains left, want 14 table-wide and 2 for the service:\n%s", n, out)
+	}
+}
+
+func TestFailedBatchRebuilds(t *testing.T) {
+	ns := newNetns(t, "fail")
+	s := ns.syncer(t)
+	ctx := context.Background()
+	d := many(20, 3)
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	// Someone removes our table behind our back: the next incremental batch
+	// fails, and the Syncer rebuilds the table.
+	ns.nft(t, "delete", "table", "ip", "berth-test")
+	d.Services[3].Endpoints[0].IP = addr("198.18.77.1")
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	st := s.LastSync()
+	if !st.Full || st.IncrementalError == nil {
+		t.Errorf("after a failed batch: %+v", st)
+	}
+	want, err := Compile("berth-test", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ns.nft(t, "list", "table", "ip", "berth-test")
+	if got, w := strings.Count(out, "\tchain "), len(want.Chains); got != w {
+		t.Errorf("table has %d chains after the rebuild, want %d", got, w)
+	}
+	if !strings.Contains(out, "dnat to 198.18.77.1:8000") {
+		t.Errorf("the change is missing after the rebuild:\n%s", out)
+	}
+	// And the next change is incremental again.
+	d.Services[4].Endpoints = d.Services[4].Endpoints[:1]
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full {
+		t.Errorf("sync after the rebuild was full: %+v", st)
+	}
+}
+
+func TestOnlyOurTable(t *testing.T) {
+	ns := newNetns(t, "own")
+	ns.nft(t, "add", "table", "ip", "someone-else")
+	ns.nft(t, "add", "chain", "ip", "someone-else", "c", "{ type nat hook prerouting priority dstnat; }")
+	s, err := NewSyncer(Options{Table: "berth-test", NetNS: int(ns.h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Sync(ctx, many(3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.nft(t, "list", "ruleset")
+	if strings.Contains(out, "berth-test") || !strings.Contains(out, "table ip someone-else") || !strings.Contains(out, "chain c") {
+		t.Errorf("after Delete:\n%s", out)
+	}
+	// Delete of a table that is not there is fine.
+	if err := s.Delete(ctx); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+}
+
+func TestLargeBatch(t *testing.T) {
+	// Far beyond what default socket buffers and one element message take
+	// (FACTS.md: 4,000 elements per batch, ~1,000 per message).
+	ns := newNetns(t, "large")
+	s := ns.syncer(t)
+	if err := s.Sync(context.Background(), many(6000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
+	if n := strings.Count(out, ": goto service-"); n != 6000 {
+		t.Errorf("service-ips holds %d elements, want 6000", n)
+	}
+}
+
+// TestGoldenFilesLoad feeds every golden file to Debian's nft: the printer
+// writes what nft reads.
+func TestGoldenFilesLoad(t *testing.T) {
+	ns := newNetns(t, "gold")
+	files, err := filepath.Glob("testdata/*.nft")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("golden files: %v %v", files, err)
+	}
+	for _, f := range files {
+		ns.nft(t, "-f", f)
+		ns.nft(t, "delete", "table", "ip", "berth")
+	}
+}
