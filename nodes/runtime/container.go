@@ -42,6 +42,10 @@ const (
 	labelReason     = "berth.dev/reason"
 )
 
+// shimGroupAnnotation makes containerd's runc shim (io.containerd.runc.v2)
+// serve every container with the same value from one process.
+const shimGroupAnnotation = "io.containerd.runc.v2.group"
+
 // publicLabels are the labels ContainerState.Labels shows.
 var publicLabels = sets.New(api.LabelManaged, api.LabelPodUID, api.LabelPodName, api.LabelContainer,
 	api.LabelAttempt, api.LabelPodHash, LabelLogPath)
@@ -214,6 +218,11 @@ func (r *Runtime) specOpts(cfg agent.ContainerConfig, rec *sandboxRecord, sc sec
 		groups = append(groups[:len(groups):len(groups)], *sc.fsGroup)
 	}
 	opts = append(opts, withGroups(groups), withRunAsNonRoot(sc, img.User))
+
+	// One shim per pod, as the CRI plugin has it: the runc shim serves every
+	// container whose spec carries the same group annotation, so a pod's
+	// second container costs no shim process of its own.
+	opts = append(opts, oci.WithAnnotations(map[string]string{shimGroupAnnotation: rec.PodUID}))
 
 	// Namespaces: the pod's network, IPC and UTS (the host's network and
 	// UTS with hostNetwork); a PID namespace of its own.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,6 +91,36 @@ func testEcho(t *testing.T, h *harness, image string) {
 		}
 		if code, out := h.exec(id, "cat", "/etc/hosts"); code != 0 || !strings.Contains(out, "web-0") {
 			t.Errorf("/etc/hosts: %q", out)
+		}
+	})
+
+	t.Run("one shim per pod", func(t *testing.T) {
+		ctx := context.Background()
+		side := corev1.Container{Name: "side", Image: image, Args: []string{"--listen", ":8081"}}
+		pod.Spec.Containers = append(pod.Spec.Containers, side)
+		img, err := h.rt.EnsureImage(ctx, image, corev1.PullIfNotPresent, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sid, err := h.rt.CreateContainer(ctx, agent.ContainerConfig{Pod: pod, Sandbox: sb, Container: &pod.Spec.Containers[1], Image: img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pod.Spec.Containers = pod.Spec.Containers[:1]
+			if err := h.rt.StopContainer(ctx, sid, time.Second); err != nil {
+				t.Error(err)
+			}
+			if err := h.rt.RemoveContainer(ctx, sid); err != nil {
+				t.Error(err)
+			}
+		}()
+		if err := h.rt.StartContainer(ctx, sid); err != nil {
+			t.Fatal(err)
+		}
+		get(t, sb.NetNS, "http://127.0.0.1:8081/healthz")
+		if n := shims(t, h.cd.Address(), h.ns); n != 1 {
+			t.Errorf("two containers of one pod run under %d shims, want 1", n)
 		}
 	})
 
@@ -517,3 +548,28 @@ func testContainerdRestart(t *testing.T, h *harness, rc *restartableContainerd, 
 }
 
 func taskGet(id string) *tasksapi.GetRequest { return &tasksapi.GetRequest{ContainerID: id} }
+
+// shims counts the containerd shims serving namespace ns of the containerd
+// at address.
+func shims(t *testing.T, address, ns string) int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		args := strings.Split(string(b), "\x00")
+		if !strings.HasSuffix(args[0], "containerd-shim-runc-v2") || slices.Contains(args, "start") || slices.Contains(args, "delete") {
+			continue
+		}
+		if slices.Contains(args, ns) && slices.Contains(args, address) {
+			n++
+		}
+	}
+	return n
+}
