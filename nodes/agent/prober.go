@@ -86,6 +86,41 @@ type probeWorker struct {
 	last    bool
 	run     int
 	hasLast bool
+	// eager: the attempt scheduled next is an early retry (see eagerDelay).
+	eager bool
+	// eagerUntil ends the early retries: the end of the first period.
+	eagerUntil time.Time
+	// eagerStep is the delay of the next early retry.
+	eagerStep time.Duration
+}
+
+// Early retries. A readiness or startup probe of a fresh container that
+// fails its first attempt is retried from eagerFirst, doubling up to
+// eagerMax, until its first period has passed: a server that listens 30 ms
+// after starting is Ready then, not a whole period later as with kubelet.
+// These attempts only ever bring a success forward: their failures count
+// toward no threshold and raise no event, so failureThreshold x period
+// still bounds a startup exactly as in Kubernetes.
+const (
+	eagerFirst = 25 * time.Millisecond
+	eagerMax   = 400 * time.Millisecond
+)
+
+// eagerNext is the delay of the next early retry of w after a failure at
+// now, or false when the early retries are over.
+func (w *probeWorker) eagerNext(now time.Time) (time.Duration, bool) {
+	if w.key.kind == livenessProbe || w.spec.SuccessThreshold != 1 || w.hasLast && w.last {
+		return 0, false
+	}
+	d := w.eagerStep
+	if d == 0 {
+		d = eagerFirst
+	}
+	if !now.Add(d).Before(w.eagerUntil) {
+		return 0, false
+	}
+	w.eagerStep = min(2*d, eagerMax)
+	return d, true
 }
 
 func newProber(m *Manager) *prober {
@@ -152,8 +187,9 @@ func (p *prober) syncPod(podKey string, targets []probeTarget) {
 		w := &probeWorker{key: k, podKey: podKey, spec: withDefaults(*specs[k]), t: t}
 		p.workers[k] = w
 		p.byPod[podKey][k] = true
-		first := t.startedAt.Add(time.Duration(w.spec.InitialDelaySeconds) * time.Second).Sub(now)
-		p.scheduleLocked(w, max(first, 0))
+		firstAt := t.startedAt.Add(time.Duration(w.spec.InitialDelaySeconds) * time.Second)
+		w.eagerUntil = firstAt.Add(time.Duration(w.spec.PeriodSeconds) * time.Second)
+		p.scheduleLocked(w, max(firstAt.Sub(now), 0))
 	}
 }
 
@@ -207,6 +243,24 @@ func (p *prober) runOnce(w *probeWorker) {
 	ok, msg := p.m.runProbe(ctx, &w.spec.ProbeHandler, w.t.target, timeout)
 	cancel()
 
+	p.mu.Lock()
+	if w.eager && !ok {
+		// An early retry's failure is not counted: retry again soon, or
+		// go back to the period once the first one has passed.
+		w.eager = false
+		if d, more := w.eagerNext(p.m.clock.Now()); more {
+			w.eager = true
+			p.scheduleLocked(w, d)
+		} else {
+			p.scheduleLocked(w, max(w.eagerUntil.Sub(p.m.clock.Now()), 0))
+		}
+		p.mu.Unlock()
+		p.m.metrics.probes.WithLabelValues(w.key.kind.String(), "failure").Inc()
+		return
+	}
+	w.eager = false
+	p.mu.Unlock()
+
 	result := "success"
 	if !ok {
 		result = "failure"
@@ -235,8 +289,28 @@ func (p *prober) runOnce(w *probeWorker) {
 	// A failed liveness or startup probe holds until the container is
 	// restarted (a new instance gets new workers).
 	hold := !ok && changed && w.key.kind != readinessProbe
-	if !hold {
+	switch d, eager := w.eagerNext(p.m.clock.Now()); {
+	case hold:
+	case !ok && eager:
+		w.eager = true
+		p.scheduleLocked(w, d)
+	default:
 		p.scheduleLocked(w, period)
+	}
+	if changed && ok && w.key.kind == startupProbe {
+		// Started: liveness and readiness begin now, not a period later.
+		for _, kind := range []probeKind{livenessProbe, readinessProbe} {
+			o := p.workers[probeKey{w.key.id, kind}]
+			if o == nil || o.stopped {
+				continue
+			}
+			if o.timer != nil {
+				o.timer.Stop()
+			}
+			o.eager = false
+			o.eagerUntil = p.m.clock.Now().Add(time.Duration(o.spec.PeriodSeconds) * time.Second)
+			p.scheduleLocked(o, 0)
+		}
 	}
 	p.mu.Unlock()
 	if changed {

@@ -90,8 +90,10 @@ func TestStartupProbeGatesOthers(t *testing.T) {
 	h.setProbe("app/Startup", false)
 	h.set(1, mkPod("web", c))
 	h.advance(60 * time.Second)
-	if n, l, r := h.probeCount("app/Startup"), h.probeCount("app/Liveness"), h.probeCount("app/Readiness"); n != 7 || l != 0 || r != 0 {
-		t.Errorf("probes before startup: startup %d liveness %d readiness %d; want 7, 0, 0", n, l, r)
+	// Early retries in the first period are not counted; those at the
+	// period (0 s, 10 s, ... 60 s) are, and raise an event each.
+	if n, l, r := len(unhealthy(h.eventLines("default/web"))), h.probeCount("app/Liveness"), h.probeCount("app/Readiness"); n != 7 || l != 0 || r != 0 {
+		t.Errorf("probes before startup: %d failures counted, liveness %d readiness %d; want 7, 0, 0", n, l, r)
 	}
 	if got := h.dump(); got != "default/web Running\n  app running restarts=0\n" {
 		t.Errorf("before startup:\n%s", got)
@@ -156,4 +158,53 @@ func TestReadinessFlips(t *testing.T) {
 			t.Errorf("readiness failure stopped the container: %s", c)
 		}
 	}
+}
+
+// A fresh container whose server is not up at its first readiness probe
+// is retried early, and Ready as soon as it answers, not a period later;
+// the early failures count toward nothing.
+func TestReadinessEarlyRetries(t *testing.T) {
+	h := newHarness(t)
+	c := ctr("app")
+	c.ReadinessProbe = httpProbe("app/Readiness")
+	c.ReadinessProbe.FailureThreshold = 1
+	h.setProbe("app/Readiness", false)
+	h.set(1, mkPod("web", c))
+	for range 20 {
+		h.clock.Advance(5 * time.Millisecond)
+		h.settle()
+	}
+	if n := h.probeCount("app/Readiness"); n < 3 {
+		t.Errorf("%d readiness probes in the first 100 ms; want the first and early retries", n)
+	}
+	if got := unhealthy(h.eventLines("default/web")); len(got) != 1 {
+		t.Errorf("events after early retries: %q; want only the first failure", got)
+	}
+	h.setProbe("app/Readiness", true)
+	for range 50 {
+		h.clock.Advance(10 * time.Millisecond)
+		h.settle()
+	}
+	if got := h.dump(); got != "default/web Running ready\n  app running restarts=0 started ready\n" {
+		t.Errorf("500 ms after the server answers:\n%s", got)
+	}
+	// Once ready, the period rules again: no early retries after a failure.
+	h.setProbe("app/Readiness", false)
+	h.advance(10 * time.Second)
+	n := h.probeCount("app/Readiness")
+	h.advance(5 * time.Second)
+	if got := h.probeCount("app/Readiness"); got != n {
+		t.Errorf("%d probes within half a period after a ready container failed; want none", got-n)
+	}
+}
+
+// unhealthy keeps the Unhealthy events of lines (from eventLines).
+func unhealthy(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "Unhealthy ") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
