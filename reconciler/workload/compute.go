@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -257,8 +258,9 @@ func parseIntOrPercent(v *intstr.IntOrString, field string) (*intOrPercent, erro
 	s, ok := strings.CutSuffix(v.StrVal, "%")
 	var n int
 	if ok {
-		_, err := fmt.Sscanf(s, "%d", &n)
-		ok = err == nil && itoa(n) == s && n >= 0
+		var err error
+		n, err = strconv.Atoi(s)
+		ok = err == nil && n >= 0 && n <= 100
 	}
 	if !ok {
 		return nil, fmt.Errorf("%s: %q is neither an integer nor a percentage", field, v.StrVal)

@@ -263,8 +263,10 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 	if st.AvailableReplicas < R-maxUnav {
 		avail = Condition{Type: "Available", Status: corev1.ConditionFalse, Reason: "MinimumReplicasUnavailable", Message: "Deployment does not have minimum availability."}
 	}
-	prog := Condition{Type: "Progressing", Status: corev1.ConditionTrue, Reason: "ReplicaSetUpdated", Message: fmt.Sprintf("revision %d (%s) is progressing", rev, hash)}
+	var prog Condition
 	switch {
+	default:
+		prog = Condition{Type: "Progressing", Status: corev1.ConditionTrue, Reason: "ReplicaSetUpdated", Message: fmt.Sprintf("revision %d (%s) is progressing", rev, hash)}
 	case complete:
 		prog = Condition{Type: "Progressing", Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable", Message: fmt.Sprintf("revision %d (%s) has successfully progressed", rev, hash)}
 	case d.Spec.Paused:
