@@ -422,3 +422,30 @@ func TestEnvDoesNotTouchInput(t *testing.T) {
 		t.Error("the result shares the input's labels")
 	}
 }
+
+// TestEnvHugePages: hugepages limits are not defaulted from allocatable
+// (they are never overcommitted), and requests default to them.
+func TestEnvHugePages(t *testing.T) {
+	c := corev1.Container{
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"hugepages-2Mi": resource.MustParse("8Mi")}},
+		Env: []corev1.EnvVar{
+			{Name: "REQ", ValueFrom: res("requests.hugepages-2Mi", "1Mi", "")},
+			{Name: "LIM", ValueFrom: res("limits.hugepages-2Mi", "", "")},
+			{Name: "NONE", ValueFrom: res("limits.hugepages-1Gi", "1Gi", "")},
+		},
+	}
+	in := testInput(oneContainer(c))
+	in.Machine.Allocatable["hugepages-1Gi"] = resource.MustParse("4Gi")
+	got := agentEnv(mustResolve(t, in).Pod.Spec.Containers[0].Env, nil)
+	if got["REQ"] != "8" || got["LIM"] != "8388608" || got["NONE"] != "0" {
+		t.Errorf("env %v, want REQ 8, LIM 8388608, NONE 0", got)
+	}
+}
+
+// TestEnvOddNames: names that need it are quoted in messages.
+func TestEnvOddNames(t *testing.T) {
+	_, err := Pod(testInput(oneContainer(corev1.Container{Env: []corev1.EnvVar{{Name: "my var", ValueFrom: cmKey("", "k", nil)}}})))
+	if want := `pod default/web-0: container web: env "my var": configMap "": not found`; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+}
