@@ -205,6 +205,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	defer close(m.done)
 
+	// After the workers have returned (deferred calls run last first):
+	// they may start probes until then.
+	defer m.prober.stopAll()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	timers := &runTimers{}

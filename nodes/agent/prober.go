@@ -193,6 +193,22 @@ func (p *prober) syncPod(podKey string, targets []probeTarget) {
 	}
 }
 
+// stopAll stops every worker: the manager's Run has returned, and no
+// probe may run after it.
+func (p *prober) stopAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.workers {
+		w.stopped = true
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}
+	clear(p.workers)
+	clear(p.byPod)
+	clear(p.results)
+}
+
 func (p *prober) scheduleLocked(w *probeWorker, d time.Duration) {
 	if w.stopped {
 		return

@@ -208,3 +208,23 @@ func unhealthy(lines []string) []string {
 	}
 	return out
 }
+
+// No probe runs once the manager's Run has returned.
+func TestProbesStopWithRun(t *testing.T) {
+	h := newHarness(t)
+	c := ctr("app")
+	c.LivenessProbe = httpProbe("app/Liveness")
+	c.ReadinessProbe = httpProbe("app/Readiness")
+	h.set(1, mkPod("web", c))
+	h.advance(20 * time.Second)
+	if h.probeCount("app/Liveness") == 0 || h.probeCount("app/Readiness") == 0 {
+		t.Fatal("no probes ran while the agent ran")
+	}
+	h.stop()
+	l, r := h.probeCount("app/Liveness"), h.probeCount("app/Readiness")
+	h.clock.Advance(time.Minute)
+	time.Sleep(50 * time.Millisecond)
+	if h.probeCount("app/Liveness") != l || h.probeCount("app/Readiness") != r {
+		t.Errorf("probes ran after Run returned: liveness %d -> %d, readiness %d -> %d", l, h.probeCount("app/Liveness"), r, h.probeCount("app/Readiness"))
+	}
+}
