@@ -243,18 +243,16 @@ func interPodFilter(c *cycle, m *machineState) []string {
 func interPodScore(c *cycle, feasible []*machineState, out []int64) {
 	p := c.pod
 	incoming := len(p.preferredAffinity)+len(p.preferredAntiAffinity) > 0
-	placed := c.s.withTerms
-	if incoming {
-		placed = c.s.pods
-	}
-	if len(placed) == 0 {
+	if !incoming && len(c.s.withTerms) == 0 {
 		return
 	}
 	scores := map[topologyPair]int64{}
-	add := func(terms []podTerm, q, target *podInfo, sign, fixed int64) {
+	// add adds sign times the weight (or fixed) of each term that selects
+	// target, to the term's domain on machine m.
+	add := func(terms []podTerm, m *machineState, target *podInfo, sign, fixed int64) {
 		for i := range terms {
 			t := &terms[i]
-			d, ok := t.domain(q.machine)
+			d, ok := t.domain(m)
 			if !ok || !t.matches(target) {
 				continue
 			}
@@ -265,14 +263,33 @@ func interPodScore(c *cycle, feasible []*machineState, out []int64) {
 			scores[d] += sign * w
 		}
 	}
-	for _, q := range placed {
-		if incoming {
-			add(p.preferredAffinity, q, q, 1, 0)
-			add(p.preferredAntiAffinity, q, q, -1, 0)
+	if incoming {
+		// The incoming pod's preferred terms against every placed pod,
+		// machine by machine so each domain is looked up once per term.
+		for _, m := range c.s.machines {
+			for _, terms := range [2]struct {
+				terms []podTerm
+				sign  int64
+			}{{p.preferredAffinity, 1}, {p.preferredAntiAffinity, -1}} {
+				for i := range terms.terms {
+					t := &terms.terms[i]
+					d, ok := t.domain(m)
+					if !ok {
+						continue
+					}
+					for _, q := range m.pods {
+						if t.matches(q) {
+							scores[d] += terms.sign * t.weight
+						}
+					}
+				}
+			}
 		}
-		add(q.affinity, q, p, 1, hardPodAffinityWeight)
-		add(q.preferredAffinity, q, p, 1, 0)
-		add(q.preferredAntiAffinity, q, p, -1, 0)
+	}
+	for _, q := range c.s.withTerms {
+		add(q.affinity, q.machine, p, 1, hardPodAffinityWeight)
+		add(q.preferredAffinity, q.machine, p, 1, 0)
+		add(q.preferredAntiAffinity, q.machine, p, -1, 0)
 	}
 	if len(scores) == 0 {
 		return

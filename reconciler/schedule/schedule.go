@@ -131,11 +131,15 @@ func Schedule(machines []Machine, bound []BoundPod, pending []Pod, opts ...Optio
 	for i := range pending {
 		pod := &pending[i]
 		key := pod.Key()
-		if s.seen[key] {
-			res.Unschedulable[key] = &FitError{Pod: key, Message: "pod " + key.String() + " is listed twice"}
+		if on, dup := s.seen[key]; dup {
+			msg := "pod " + key.String() + " is listed twice"
+			if on != "" {
+				msg = "pod " + key.String() + " already runs on machine " + on
+			}
+			res.Unschedulable[key] = &FitError{Pod: key, Message: msg}
 			continue
 		}
-		s.seen[key] = true
+		s.seen[key] = ""
 		p, err := newPodInfo(pod, s.opts)
 		if err != nil {
 			res.Unschedulable[key] = &FitError{Pod: key, Message: "cannot schedule pod " + key.String() + ": " + err.Error()}
@@ -243,7 +247,9 @@ type state struct {
 	// order; withTerms those of them with pod (anti-)affinity terms.
 	pods      []*podInfo
 	withTerms []*podInfo
-	seen      map[PodKey]bool
+	// seen maps the pods known so far to their machine: bound pods to
+	// theirs, pending ones to "".
+	seen map[PodKey]string
 }
 
 // machineState is a machine and what is placed on it.
@@ -261,13 +267,14 @@ type machineState struct {
 	nonZeroMemory int64   // containers that set none, for scoring
 	pods          []*podInfo
 	ports         []hostPort
+	owners        map[ownerKey]int // pods per owner, for system default spreading
 }
 
 func newState(machines []Machine, bound []BoundPod, o options) *state {
 	s := &state{
 		opts:   o,
 		byName: make(map[string]*machineState, len(machines)),
-		seen:   make(map[PodKey]bool, len(bound)),
+		seen:   make(map[PodKey]string, len(bound)),
 	}
 	for i := range machines {
 		in := &machines[i]
@@ -320,7 +327,7 @@ func newState(machines []Machine, bound []BoundPod, o options) *state {
 		if m == nil {
 			continue
 		}
-		s.seen[b.Key()] = true
+		s.seen[b.Key()] = m.name
 		// A bound pod runs whether or not its terms parse; what could be
 		// compiled still counts.
 		p, _ := newPodInfo(&b.Pod, o)
@@ -337,6 +344,12 @@ func (s *state) place(p *podInfo, m *machineState) {
 	m.requested.add(p.requests)
 	m.nonZeroCPU += p.nonZeroCPU
 	m.nonZeroMemory += p.nonZeroMemory
+	if p.owner != "" {
+		if m.owners == nil {
+			m.owners = map[ownerKey]int{}
+		}
+		m.owners[ownerKey{p.key.Namespace, p.owner}]++
+	}
 	s.pods = append(s.pods, p)
 	if p.hasTerms() {
 		s.withTerms = append(s.withTerms, p)

@@ -278,7 +278,7 @@ func TestDuplicateAndInvalidPods(t *testing.T) {
 		t.Errorf("first p not placed: %+v", res)
 	}
 	for name, want := range map[string]string{
-		"running": "pod default/running is listed twice",
+		"running": "pod default/running already runs on machine m",
 		"p":       "",
 		"bad":     `cannot schedule pod default/bad: topologySpreadConstraints[0]: labelSelector: `,
 	} {

@@ -90,6 +90,9 @@ func (sc *spreadConstraint) counts(p, q *podInfo) bool {
 }
 
 func (sc *spreadConstraint) countOn(p *podInfo, m *machineState) int {
+	if sc.owner != "" {
+		return m.owners[ownerKey{p.key.Namespace, sc.owner}]
+	}
 	n := 0
 	for _, q := range m.pods {
 		if sc.counts(p, q) {
@@ -98,6 +101,9 @@ func (sc *spreadConstraint) countOn(p *podInfo, m *machineState) int {
 	}
 	return n
 }
+
+// ownerKey names the pods of one owner in one namespace.
+type ownerKey struct{ namespace, owner string }
 
 // includes says whether machine m's pods count for the constraint
 // (nodeAffinityPolicy, nodeTaintsPolicy).
