@@ -62,6 +62,12 @@ func Compute(in Input, opts Options) (Result, error) {
 				owner = Owner{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name}
 			}
 		}
+		if o.expired && (owner.Kind == "Deployment" || owner.Kind == "Job") {
+			// Replaceable elsewhere: the pod is given up for lost. Pods
+			// with an identity (StatefulSet, DaemonSet, bare Pod) wait.
+			o.frozen, o.lost = false, true
+			o.lostWhy = fmt.Sprintf("machine %s unreachable for more than %s; rescheduled", o.Machine, opts.RescheduleAfter)
+		}
 		p.byOwner[owner] = append(p.byOwner[owner], o)
 	}
 	for _, pods := range p.byOwner {
@@ -217,11 +223,9 @@ func (b *builder) finish(pods []*obs, reason string) Workload {
 		}
 		why := b.stopWhy[o.Name]
 		if why == "" {
-			switch {
-			case o.lost:
-				why = "machine " + o.Machine + " is no longer in the fleet"
-			default:
-				why = "not wanted by " + b.w.Owner.String()
+			why = "not wanted by " + b.w.Owner.String()
+			if o.lost {
+				why = o.lostWhy
 			}
 		}
 		b.w.Stop = append(b.w.Stop, Stop{Namespace: o.Namespace, Name: o.Name, Owner: b.w.Owner, Machine: o.Machine, Reason: why})

@@ -108,7 +108,8 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 
 	// Progress: any change of the counters restarts the deadline.
 	cur := Progress{Hash: hash, Replicas: int32(len(newPods) + len(oldPods)), Updated: int32(len(newPods)), Available: availNew + availOld, Old: int32(len(oldPods)), Since: p.now}
-	if pr := mem.Progress; pr != nil && pr.Hash == cur.Hash && pr.Replicas == cur.Replicas && pr.Updated == cur.Updated && pr.Available == cur.Available && pr.Old == cur.Old {
+	cur.Desired = R
+	if pr := mem.Progress; pr != nil && pr.Hash == cur.Hash && pr.Desired == cur.Desired && pr.Replicas == cur.Replicas && pr.Updated == cur.Updated && pr.Available == cur.Available && pr.Old == cur.Old {
 		cur.Since = pr.Since
 	}
 	mem.Progress = &cur

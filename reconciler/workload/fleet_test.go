@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,3 +207,30 @@ func BenchmarkPass1000Deployments(b *testing.B) {
 }
 
 var _ = appsv1.Deployment{}
+
+func TestRescheduleAfterUnreachable(t *testing.T) {
+	s := newSim(t, 3, deploymentObj("web", 3, "v1"), statefulSetObj("db", 3, "v1"))
+	s.run(50, nil)
+	s.opts.RescheduleAfter = 5 * time.Minute
+	s.machines[0].Reachable = false
+	s.machines[0].UnreachableSince = s.now
+	r := s.compute()
+	if r.Changes() != 0 {
+		t.Fatalf("changes %d before the grace period", r.Changes())
+	}
+	if want := s.now.Add(5 * time.Minute); !r.Wake.Equal(want) {
+		t.Fatalf("wake %v, want %v", r.Wake, want)
+	}
+	s.now = s.now.Add(5 * time.Minute)
+	r = s.compute()
+	w := workloadOf(t, r, "Deployment", "web")
+	if len(wantedNames(w, Create)) != 1 || len(w.Stop) != 1 || w.Stop[0].Machine != "m0" || !strings.Contains(w.Stop[0].Reason, "unreachable for more than 5m0s") {
+		t.Fatalf("pods %+v stop %+v", w.Pods, w.Stop)
+	}
+	if w := workloadOf(t, r, "StatefulSet", "db"); w.Changes() != 0 {
+		t.Fatalf("a StatefulSet pod was rescheduled: %q", w.Reason)
+	}
+	if err := (Options{TemplateHash: fnvHash, RescheduleAfter: -1}).Validate(); err == nil {
+		t.Fatal("negative RescheduleAfter accepted")
+	}
+}

@@ -37,7 +37,10 @@ type obs struct {
 	hash string
 	// lost: its machine is no longer in the fleet; the pod is gone for
 	// every purpose but the stop list.
-	lost bool
+	lost    bool
+	lostWhy string
+	// expired: frozen for longer than Options.RescheduleAfter.
+	expired bool
 	// frozen: its machine is unreachable; the pod is kept and counted as
 	// unavailable, never stopped or replaced.
 	frozen   bool
@@ -55,8 +58,19 @@ func (p *pass) observe(pod *Pod) *obs {
 	}
 	if pod.Machine != "" {
 		m, ok := p.machines[pod.Machine]
-		o.lost = !ok
-		o.frozen = ok && !m.Reachable
+		switch {
+		case !ok:
+			o.lost, o.lostWhy = true, "machine "+pod.Machine+" is no longer in the fleet"
+		case !m.Reachable:
+			o.frozen = true
+			if g := p.opts.RescheduleAfter; g > 0 && !m.UnreachableSince.IsZero() {
+				if at := m.UnreachableSince.Add(g); p.now.Before(at) {
+					p.wakeAt(at)
+				} else {
+					o.expired = true
+				}
+			}
+		}
 	}
 	o.terminal = pod.Phase == corev1.PodSucceeded || pod.Phase == corev1.PodFailed
 	o.ready = pod.Ready && pod.Phase == corev1.PodRunning && !pod.Terminating && !o.frozen && !o.lost

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,8 +61,11 @@ type Machine struct {
 	// replaced (the controller cannot tell whether they run), so a
 	// rollout pauses until the machine is back.
 	Reachable bool
-	Labels    map[string]string
-	Taints    []corev1.Taint
+	// UnreachableSince is when the machine was first found unreachable
+	// (zero when unknown); see Options.RescheduleAfter.
+	UnreachableSince time.Time
+	Labels           map[string]string
+	Taints           []corev1.Taint
 }
 
 // ContainerState is what a pass needs of one container's status.
@@ -107,6 +111,11 @@ type Options struct {
 	// machine (nodeSelector, required node affinity, tolerated taints: the
 	// scheduler's filters). Nil means every machine is eligible.
 	Eligible func(spec *corev1.PodSpec, m Machine) bool
+	// RescheduleAfter is how long a machine may be unreachable before the
+	// pods of Deployments and Jobs on it are given up and replaced
+	// elsewhere (they are stopped when it comes back). Zero: never;
+	// StatefulSet, DaemonSet and bare pods always wait for their machine.
+	RescheduleAfter time.Duration
 }
 
 // ErrNoTemplateHash is returned by Validate when Options.TemplateHash is nil.
@@ -116,6 +125,9 @@ var ErrNoTemplateHash = errors.New("workload options: TemplateHash is required")
 func (o Options) Validate() error {
 	if o.TemplateHash == nil {
 		return ErrNoTemplateHash
+	}
+	if o.RescheduleAfter < 0 {
+		return fmt.Errorf("workload options: RescheduleAfter %s is negative", o.RescheduleAfter)
 	}
 	return nil
 }
@@ -303,6 +315,7 @@ type Revision struct {
 // of any counter is progress.
 type Progress struct {
 	Hash      string    `json:"hash"`
+	Desired   int32     `json:"desired"`
 	Replicas  int32     `json:"replicas"`
 	Updated   int32     `json:"updated"`
 	Available int32     `json:"available"`
