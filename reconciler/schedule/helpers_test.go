@@ -28,15 +28,18 @@ func machine(name string, opts ...func(*Machine)) Machine {
 	return m
 }
 
-func labelled(kv ...string) func(*Machine) {
-	return func(m *Machine) {
-		if m.Labels == nil {
-			m.Labels = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			m.Labels[kv[i]] = kv[i+1]
-		}
+// setPairs sets key, value pairs in *m, making the map if needed.
+func setPairs(m *map[string]string, kv []string) {
+	if *m == nil {
+		*m = map[string]string{}
 	}
+	for i := 0; i < len(kv); i += 2 {
+		(*m)[kv[i]] = kv[i+1]
+	}
+}
+
+func labelled(kv ...string) func(*Machine) {
+	return func(m *Machine) { setPairs(&m.Labels, kv) }
 }
 
 func zone(z string) func(*Machine) { return labelled(corev1.LabelTopologyZone, z) }
@@ -71,14 +74,7 @@ func bound(name, machine string, opts ...func(*Pod)) BoundPod {
 func inNamespace(ns string) func(*Pod) { return func(p *Pod) { p.Namespace = ns } }
 
 func podLabels(kv ...string) func(*Pod) {
-	return func(p *Pod) {
-		if p.Labels == nil {
-			p.Labels = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			p.Labels[kv[i]] = kv[i+1]
-		}
-	}
+	return func(p *Pod) { setPairs(&p.Labels, kv) }
 }
 
 func owned(owner string) func(*Pod) { return func(p *Pod) { p.Owner = owner } }
@@ -107,12 +103,7 @@ func tolerating(t corev1.Toleration) func(*Pod) {
 }
 
 func nodeSelector(kv ...string) func(*Pod) {
-	return func(p *Pod) {
-		p.Spec.NodeSelector = map[string]string{}
-		for i := 0; i < len(kv); i += 2 {
-			p.Spec.NodeSelector[kv[i]] = kv[i+1]
-		}
-	}
+	return func(p *Pod) { setPairs(&p.Spec.NodeSelector, kv) }
 }
 
 func nodeName(n string) func(*Pod) { return func(p *Pod) { p.Spec.NodeName = n } }
@@ -137,10 +128,8 @@ func expr(key string, op corev1.NodeSelectorOperator, values ...string) corev1.N
 }
 
 func selectLabels(kv ...string) *metav1.LabelSelector {
-	s := &metav1.LabelSelector{MatchLabels: map[string]string{}}
-	for i := 0; i < len(kv); i += 2 {
-		s.MatchLabels[kv[i]] = kv[i+1]
-	}
+	s := &metav1.LabelSelector{}
+	setPairs(&s.MatchLabels, kv)
 	return s
 }
 
@@ -148,42 +137,35 @@ func term(key string, sel *metav1.LabelSelector) corev1.PodAffinityTerm {
 	return corev1.PodAffinityTerm{TopologyKey: key, LabelSelector: sel}
 }
 
-func requiredAnti(terms ...corev1.PodAffinityTerm) func(*Pod) {
+// podTerms adds required and preferred terms to the pod's affinity, or
+// with anti to its anti-affinity.
+func podTerms(anti bool, required []corev1.PodAffinityTerm, preferred ...corev1.WeightedPodAffinityTerm) func(*Pod) {
 	return affinity(func(a *corev1.Affinity) {
-		if a.PodAntiAffinity == nil {
-			a.PodAntiAffinity = &corev1.PodAntiAffinity{}
+		if anti {
+			if a.PodAntiAffinity == nil {
+				a.PodAntiAffinity = &corev1.PodAntiAffinity{}
+			}
+			r, p := &a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, &a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+			*r, *p = append(*r, required...), append(*p, preferred...)
+			return
 		}
-		a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution = append(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, terms...)
-	})
-}
-
-func requiredAffinity(terms ...corev1.PodAffinityTerm) func(*Pod) {
-	return affinity(func(a *corev1.Affinity) {
 		if a.PodAffinity == nil {
 			a.PodAffinity = &corev1.PodAffinity{}
 		}
-		a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution = append(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution, terms...)
+		r, p := &a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution, &a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+		*r, *p = append(*r, required...), append(*p, preferred...)
 	})
 }
+
+func requiredAnti(terms ...corev1.PodAffinityTerm) func(*Pod)     { return podTerms(true, terms) }
+func requiredAffinity(terms ...corev1.PodAffinityTerm) func(*Pod) { return podTerms(false, terms) }
 
 func preferredAffinity(weight int32, t corev1.PodAffinityTerm) func(*Pod) {
-	return affinity(func(a *corev1.Affinity) {
-		if a.PodAffinity == nil {
-			a.PodAffinity = &corev1.PodAffinity{}
-		}
-		a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution = append(a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution,
-			corev1.WeightedPodAffinityTerm{Weight: weight, PodAffinityTerm: t})
-	})
+	return podTerms(false, nil, corev1.WeightedPodAffinityTerm{Weight: weight, PodAffinityTerm: t})
 }
 
 func preferredAnti(weight int32, t corev1.PodAffinityTerm) func(*Pod) {
-	return affinity(func(a *corev1.Affinity) {
-		if a.PodAntiAffinity == nil {
-			a.PodAntiAffinity = &corev1.PodAntiAffinity{}
-		}
-		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution = append(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution,
-			corev1.WeightedPodAffinityTerm{Weight: weight, PodAffinityTerm: t})
-	})
+	return podTerms(true, nil, corev1.WeightedPodAffinityTerm{Weight: weight, PodAffinityTerm: t})
 }
 
 func spreading(cs ...corev1.TopologySpreadConstraint) func(*Pod) {
@@ -218,6 +200,16 @@ func filterResults(c *cycle, f filter) map[string]string {
 		out[m.name] = joinReasons(f(c, m))
 	}
 	return out
+}
+
+// failing is what filterResults should return when the machines in fails
+// fail with those reasons and every other machine passes.
+func failing(c *cycle, fails map[string]string) map[string]string {
+	want := map[string]string{}
+	for _, m := range c.s.machines {
+		want[m.name] = fails[m.name]
+	}
+	return want
 }
 
 func joinReasons(rs []string) string {

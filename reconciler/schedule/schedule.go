@@ -117,7 +117,9 @@ func WithNamespaceLabels(ns map[string]map[string]string) Option {
 // Schedule places the pending pods, one at a time in the order given, on
 // the machines, counting the bound pods and every placement already made.
 // The order of machines and of bound pods does not matter; the order of
-// pending pods does, as it does for a scheduling queue.
+// pending pods does, as it does for a scheduling queue. A pending pod that
+// is also a bound pod is unschedulable ("already runs on machine ..."); a
+// pending pod listed twice is scheduled once, for its first entry.
 func Schedule(machines []Machine, bound []BoundPod, pending []Pod, opts ...Option) Result {
 	var o options
 	for _, opt := range opts {
@@ -132,11 +134,9 @@ func Schedule(machines []Machine, bound []BoundPod, pending []Pod, opts ...Optio
 		pod := &pending[i]
 		key := pod.Key()
 		if on, dup := s.seen[key]; dup {
-			msg := "pod " + key.String() + " is listed twice"
 			if on != "" {
-				msg = "pod " + key.String() + " already runs on machine " + on
+				res.Unschedulable[key] = &FitError{Pod: key, Message: "pod " + key.String() + " already runs on machine " + on}
 			}
-			res.Unschedulable[key] = &FitError{Pod: key, Message: msg}
 			continue
 		}
 		s.seen[key] = ""
