@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,9 @@ func (f *forwarder) exchange(ctx context.Context, req *dns.Msg, tcp bool, failed
 	return nil, "", fmt.Errorf("forward %s: %w", req.Question[0].Name, errors.Join(errs...))
 }
 
+// errMismatch is an answer whose question is not the one asked.
+var errMismatch = errors.New("answer to another question")
+
 // errUpstreamRcode is an upstream that answered but could not resolve.
 var errUpstreamRcode = errors.New("upstream answered")
 
@@ -118,6 +122,11 @@ func (f *forwarder) try(ctx context.Context, q *dns.Msg, addr string, tcp bool) 
 	}
 	if err != nil {
 		return nil, err
+	}
+	// The ID matched; an answer to another question is still not ours.
+	if len(resp.Question) != 1 || resp.Question[0].Qtype != q.Question[0].Qtype ||
+		!strings.EqualFold(resp.Question[0].Name, q.Question[0].Name) {
+		return nil, errMismatch
 	}
 	if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
 		return nil, fmt.Errorf("%w %s", errUpstreamRcode, dns.RcodeToString[resp.Rcode])

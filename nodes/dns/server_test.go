@@ -31,7 +31,7 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 
 // startServer runs a Server on a random loopback port (the same one on
 // UDP and TCP) until the test ends, and checks that Run then returns nil.
-func startServer(t *testing.T, o Options) (*Server, string) {
+func startServer(t testing.TB, o Options) (*Server, string) {
 	t.Helper()
 	if o.Listen == nil {
 		o.Listen = []string{"127.0.0.1:0"}
@@ -271,7 +271,7 @@ type upstreamServer struct {
 	udp, tcp atomic.Int32
 }
 
-func startUpstream(t *testing.T, handle func(w dns.ResponseWriter, r *dns.Msg)) *upstreamServer {
+func startUpstream(t testing.TB, handle func(w dns.ResponseWriter, r *dns.Msg)) *upstreamServer {
 	t.Helper()
 	pc, ln, err := listenPair("127.0.0.1:0")
 	if err != nil {
@@ -484,8 +484,15 @@ func TestServerAllUpstreamsFail(t *testing.T) {
 		m.SetRcode(r, dns.RcodeServerFailure)
 		w.WriteMsg(m)
 	})
+	liar := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Question[0].Name = "other.test."
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "other.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(192, 0, 2, 66)})
+		w.WriteMsg(m)
+	})
 	dead := deadUpstream(t)
-	s, addr := startServer(t, Options{Upstreams: []string{servfail.addr, dead}, AttemptTimeout: 200 * time.Millisecond})
+	s, addr := startServer(t, Options{Upstreams: []string{servfail.addr, liar.addr, dead}, AttemptTimeout: 200 * time.Millisecond})
 	r := query(t, "udp", addr, "example.test.", dns.TypeA, 0)
 	if r.Rcode != dns.RcodeServerFailure {
 		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
@@ -496,8 +503,11 @@ func TestServerAllUpstreamsFail(t *testing.T) {
 	if got := counter(t, s, "berth_dns_failures_total", "reason", "forward"); got != 1 {
 		t.Errorf("forward failures = %v, want 1", got)
 	}
-	if got := counter(t, s, "berth_dns_upstream_failures_total"); got != 2 {
-		t.Errorf("upstream failures = %v, want 2", got)
+	if liar.udp.Load() != 1 {
+		t.Errorf("upstream answering another question asked %d times", liar.udp.Load())
+	}
+	if got := counter(t, s, "berth_dns_upstream_failures_total"); got != 3 {
+		t.Errorf("upstream failures = %v, want 3", got)
 	}
 
 	// Without any upstream, the cluster still answers; the rest fails.

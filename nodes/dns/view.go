@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -214,7 +215,7 @@ func NewView(in Input) (*View, error) {
 		names:   make(map[string]*node, 4*len(in.Services)+2*len(in.PodIPs)+8),
 	}
 	v.soa = []dns.RR{v.newSOA(zone, serial)}
-	b := builder{v: v}
+	b := builder{v: v, services: make(map[string]bool, len(in.Services))}
 	b.apex(in.NameserverIPs)
 	for _, ns := range in.Namespaces {
 		b.namespace(ns)
@@ -416,6 +417,11 @@ func (v *View) podNode(name, qname string) *node {
 
 func (v *View) lookupReverse(name string, qtype uint16) (Result, bool) {
 	n := v.names[name]
+	if n != nil {
+		if rrs, _ := n.records(qtype); len(rrs) > 0 {
+			return Result{Answer: rrs}, true
+		}
+	}
 	ip, parsed := parseReverse(name)
 	var soa []dns.RR
 	for _, z := range v.reverse {
@@ -424,25 +430,23 @@ func (v *View) lookupReverse(name string, qtype uint16) (Result, bool) {
 			break
 		}
 	}
-	if n == nil {
-		if soa == nil {
-			return Result{}, false
-		}
+	switch {
+	case n != nil && soa == nil:
+		// NODATA for a name we own outside the reverse zones we serve.
+		soa = []dns.RR{v.newSOA(reverseZoneName(netip.PrefixFrom(ip, 0)), v.soa[0].(*dns.SOA).Serial)}
+		return Result{Ns: soa}, true
+	case n != nil:
+		return Result{Ns: soa}, true
+	case soa != nil:
 		return Result{Rcode: dns.RcodeNameError, Ns: soa}, true
 	}
-	rrs, _ := n.records(qtype)
-	if len(rrs) == 0 {
-		if soa == nil {
-			soa = []dns.RR{v.newSOA(reverseZoneName(netip.PrefixFrom(ip, 0)), v.soa[0].(*dns.SOA).Serial)}
-		}
-		return Result{Ns: soa}, true
-	}
-	return Result{Answer: rrs}, true
+	return Result{}, false
 }
 
 // builder fills a View's names.
 type builder struct {
-	v *View
+	v        *View
+	services map[string]bool // the Services' names, to find duplicates
 }
 
 func (b *builder) problem(format string, args ...any) {
@@ -550,10 +554,11 @@ func (b *builder) service(s *Service) {
 		return
 	}
 	base := name + "." + ns + ".svc." + b.v.zone
-	if n := b.v.names[base]; n != nil {
+	if b.services[base] {
 		b.problem("service %s/%s: listed twice, the first kept", s.Namespace, s.Name)
 		return
 	}
+	b.services[base] = true
 	if s.Type == corev1.ServiceTypeExternalName {
 		target := strings.ToLower(dns.Fqdn(strings.TrimSpace(s.ExternalName)))
 		if _, err := netip.ParseAddr(strings.TrimSuffix(target, ".")); err == nil || !isDomainName(target) {
@@ -584,19 +589,28 @@ func (b *builder) service(s *Service) {
 			b.port(svc, base, p.Name, p.Protocol, p.Port, base, svcAddrs)
 		}
 	}
+	// An address may be listed more than once (in two EndpointSlices
+	// with different ports): its records are made once.
+	addrs := make(map[netip.Addr]dns.RR, len(s.Endpoints))
 	for _, ep := range s.Endpoints {
 		if !ep.IP.IsValid() {
 			b.problem("service %s/%s: endpoint with an invalid address", s.Namespace, s.Name)
 			continue
 		}
-		host := endpointHostname(ep, name)
-		epName := host + "." + base
-		addr := b.addAddr(b.node(epName), epName, ep.IP)
-		b.addPTR(ep.IP, epName)
+		epName := endpointHostname(ep, name) + "." + base
+		addr, seen := addrs[ep.IP]
+		if !seen {
+			addr = b.addAddr(b.node(epName), epName, ep.IP)
+			addrs[ep.IP] = addr
+			b.addPTR(ep.IP, epName)
+			if headless {
+				b.addAddr(svc, base, ep.IP)
+			}
+		}
 		if !headless {
 			continue
 		}
-		b.addAddr(svc, base, ep.IP)
+		epName = addr.Header().Name
 		extra := []dns.RR{addr}
 		if ep.Ports == nil {
 			for _, p := range s.Ports {
@@ -665,35 +679,35 @@ func (b *builder) pod(p Pod) {
 // finish sets SRV weights (equal shares of 100 among a name's records, as
 // RFC 2782 reads them) and drops duplicate records and extras.
 func (b *builder) finish() {
+	type srvKey struct {
+		target string
+		port   uint16
+	}
+	seenSRV := map[srvKey]bool{}
+	seenRR := map[dns.RR]bool{}
 	for _, n := range b.v.names {
 		if len(n.srv) == 0 {
 			continue
 		}
-		n.srv = dedup(n.srv)
-		n.srvExtra = dedup(n.srvExtra)
+		clear(seenSRV)
+		n.srv = slices.DeleteFunc(n.srv, func(rr dns.RR) bool {
+			k := srvKey{rr.(*dns.SRV).Target, rr.(*dns.SRV).Port}
+			dup := seenSRV[k]
+			seenSRV[k] = true
+			return dup
+		})
+		// Extras are shared records: the same pointer for the same one.
+		clear(seenRR)
+		n.srvExtra = slices.DeleteFunc(n.srvExtra, func(rr dns.RR) bool {
+			dup := seenRR[rr]
+			seenRR[rr] = true
+			return dup
+		})
 		w := uint16(max(100/len(n.srv), 1))
 		for _, rr := range n.srv {
 			rr.(*dns.SRV).Weight = w
 		}
 	}
-}
-
-// dedup drops records equal to an earlier one.
-func dedup(rrs []dns.RR) []dns.RR {
-	if len(rrs) < 2 {
-		return rrs
-	}
-	seen := make(map[string]bool, len(rrs))
-	out := rrs[:0]
-	for _, rr := range rrs {
-		k := rr.String()
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, rr)
-	}
-	return out
 }
 
 // endpointHostname is the endpoint's label under its Service: the pod's

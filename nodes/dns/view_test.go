@@ -371,3 +371,30 @@ func TestReverseNames(t *testing.T) {
 		}
 	}
 }
+
+func TestViewDuplicateEndpoint(t *testing.T) {
+	v := mustView(t, Input{Services: []Service{{Namespace: "ns", Name: "hl", Headless: true, Endpoints: []Endpoint{
+		{IP: ip("10.0.0.1"), Ports: []EndpointPort{{Name: "a", Port: 1}}},
+		{IP: ip("10.0.0.1"), Ports: []EndpointPort{{Name: "b", Port: 2}}},
+	}}}})
+	res, _ := v.Lookup("hl.ns.svc.cluster.local.", dns.TypeA)
+	if len(res.Answer) != 1 {
+		t.Errorf("A: %q", rrTexts(res.Answer))
+	}
+	res, _ = v.Lookup("hl.ns.svc.cluster.local.", dns.TypeSRV)
+	want := []string{
+		"hl.ns.svc.cluster.local. 5 IN SRV 0 50 1 10-0-0-1.hl.ns.svc.cluster.local.",
+		"hl.ns.svc.cluster.local. 5 IN SRV 0 50 2 10-0-0-1.hl.ns.svc.cluster.local.",
+	}
+	if got := rrTexts(res.Answer); !slices.Equal(got, want) || len(res.Extra) != 1 {
+		t.Errorf("SRV %q with %d extra", got, len(res.Extra))
+	}
+	res, _ = v.Lookup("_b._tcp.hl.ns.svc.cluster.local.", dns.TypeSRV)
+	if got := rrTexts(res.Answer); !slices.Equal(got, []string{"_b._tcp.hl.ns.svc.cluster.local. 5 IN SRV 0 100 2 10-0-0-1.hl.ns.svc.cluster.local."}) {
+		t.Errorf("SRV _b: %q", got)
+	}
+	res, _ = v.Lookup(rev("10.0.0.1"), dns.TypePTR)
+	if len(res.Answer) != 1 {
+		t.Errorf("PTR: %q", rrTexts(res.Answer))
+	}
+}
