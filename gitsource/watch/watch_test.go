@@ -287,7 +287,7 @@ func TestWatchDebounceTenPushes(t *testing.T) {
 func TestWatchCoalescesForBusyConsumer(t *testing.T) {
 	var mu sync.Mutex
 	current := ""
-	looked := make(chan struct{})
+	looked := make(chan struct{}, 1) // a look signals here as it returns
 	resolve := func(ctx context.Context) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
