@@ -254,20 +254,23 @@ type state struct {
 
 // machineState is a machine and what is placed on it.
 type machineState struct {
-	index         int // in state.machines
-	name          string
-	labels        labels.Set
-	taints        []corev1.Taint
-	unschedulable bool
-	ready         bool
-	allocatable   amounts
-	allowedPods   int64
-	requested     amounts // effective requests of its pods
-	nonZeroCPU    int64   // requests with kube-scheduler's defaults for
-	nonZeroMemory int64   // containers that set none, for scoring
-	pods          []*podInfo
-	ports         []hostPort
-	owners        map[ownerKey]int // pods per owner, for system default spreading
+	index  int // in state.machines
+	name   string
+	labels labels.Set
+	taints []corev1.Taint
+	// conditionTaints are taints plus those Kubernetes would put on a
+	// cordoned or not ready Node, which nodeTaintsPolicy Honor heeds.
+	conditionTaints []corev1.Taint
+	unschedulable   bool
+	ready           bool
+	allocatable     amounts
+	allowedPods     int64
+	requested       amounts // effective requests of its pods
+	nonZeroCPU      int64   // requests with kube-scheduler's defaults for
+	nonZeroMemory   int64   // containers that set none, for scoring
+	pods            []*podInfo
+	ports           []hostPort
+	owners          map[ownerKey]int // pods per owner, for system default spreading
 }
 
 func newState(machines []Machine, bound []BoundPod, o options) *state {
@@ -300,6 +303,16 @@ func newState(machines []Machine, bound []BoundPod, o options) *state {
 			ready:         in.Ready,
 			allocatable:   alloc,
 			allowedPods:   alloc.other[corev1.ResourcePods],
+		}
+		m.conditionTaints = in.Taints
+		if in.Unschedulable || !in.Ready {
+			m.conditionTaints = slices.Clone(in.Taints)
+			if in.Unschedulable {
+				m.conditionTaints = append(m.conditionTaints, unschedulableTaint)
+			}
+			if !in.Ready {
+				m.conditionTaints = append(m.conditionTaints, notReadyTaint)
+			}
 		}
 		s.byName[in.Name] = m
 		s.machines = append(s.machines, m)

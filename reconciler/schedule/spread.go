@@ -22,7 +22,8 @@ type spreadConstraint struct {
 	// Which machines' pods count: with honorAffinity only machines that
 	// match the pod's nodeSelector and required node affinity (the
 	// default), with honorTaints only machines whose NoSchedule and
-	// NoExecute taints the pod tolerates (not the default).
+	// NoExecute taints the pod tolerates (not the default), counting the
+	// taints Kubernetes gives cordoned and not ready Nodes.
 	honorAffinity, honorTaints bool
 }
 
@@ -111,7 +112,7 @@ func (sc *spreadConstraint) includes(c *cycle, m *machineState) bool {
 	if sc.honorAffinity && !c.nodeMatches(m) {
 		return false
 	}
-	if sc.honorTaints && untolerated(m.taints, c.pod.tolerations, corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute) != nil {
+	if sc.honorTaints && untolerated(m.conditionTaints, c.pod.tolerations, corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute) != nil {
 		return false
 	}
 	return true
@@ -160,7 +161,8 @@ func newSpreadState(c *cycle) spreadState {
 	}
 	st := spreadState{domains: make([]domainCounts, len(hard)), minimum: make([]int, len(hard))}
 	// Every machine counts, ready or not and cordoned or not, as every
-	// Node does in Kubernetes, unless a policy leaves it out.
+	// Node does in Kubernetes, unless a policy leaves it out: with
+	// nodeTaintsPolicy Honor, cordoned and not ready machines drop out.
 	for _, m := range c.s.machines {
 		if !hasKeys(m, hard) {
 			continue

@@ -156,3 +156,26 @@ func TestSystemDefaultSpread(t *testing.T) {
 		t.Errorf("pod without owner got constraints %+v", c.pod.soft)
 	}
 }
+
+func TestSpreadCountsMachinesThatTakeNoPods(t *testing.T) {
+	// Zone c's only machine is down and b's is cordoned; both still are
+	// domains, as Nodes are in Kubernetes, so zone a (1 pod) is full at
+	// maxSkew 1 while b and c hold the minimum at 0.
+	machines := []Machine{machine("a1", zone("a")), machine("a2", zone("a")), machine("b1", zone("b"), cordoned), machine("c1", zone("c"), notReady)}
+	web := podLabels("app", "web")
+	p := pod("w1", web, spreading(spreadBy(corev1.LabelTopologyZone, 1, corev1.DoNotSchedule, selectLabels("app", "web"))))
+	res := Schedule(machines, []BoundPod{bound("w0", "a1", web)}, []Pod{p})
+	fe := res.Unschedulable[p.Key()]
+	want := "0/4 machines are available: 2 didn't match pod topology spread constraints, 1 machine not ready, 1 machine unschedulable."
+	if fe == nil || fe.Message != want {
+		t.Errorf("result %+v, want message %q", res, want)
+	}
+
+	// With nodeTaintsPolicy Honor they drop out, as Nodes with the
+	// unschedulable and not-ready taints do: zone a alone is the minimum.
+	honor := corev1.NodeInclusionPolicyHonor
+	p.Spec.TopologySpreadConstraints[0].NodeTaintsPolicy = &honor
+	if got := Schedule(machines, []BoundPod{bound("w0", "a1", web)}, []Pod{p}).Placements[p.Key()]; got != "a2" {
+		t.Errorf("with nodeTaintsPolicy Honor placed on %q, want a2", got)
+	}
+}

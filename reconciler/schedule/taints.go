@@ -9,6 +9,9 @@ import (
 // that tolerates it may still be scheduled there.
 var unschedulableTaint = corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}
 
+// notReadyTaint is the taint Kubernetes puts on a Node that is not ready.
+var notReadyTaint = corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}
+
 // tolerates says whether one of the tolerations tolerates the taint, with
 // Kubernetes' rules (corev1.Toleration.ToleratesTaint). The numeric
 // operators Gt and Lt are off, as they are by default in Kubernetes and in
