@@ -171,6 +171,16 @@ func (p *pass) cronJob(c *batchv1.CronJob, ns, name string) []Workload {
 	}
 	trim(succeeded, c.Spec.SuccessfulJobsHistoryLimit, "successful")
 	trim(failed, c.Spec.FailedJobsHistoryLimit, "failed")
+	// The newest run stays while any older one does: its pods are where a
+	// controller that lost its memory reads how far the schedule got.
+	if n := len(list); n > 1 && list[n-1].stopWhy != "" && !strings.HasPrefix(list[n-1].stopWhy, "concurrencyPolicy") {
+		for _, r := range list[:n-1] {
+			if r.stopWhy == "" {
+				list[n-1].stopWhy = ""
+				break
+			}
+		}
+	}
 
 	cm.Runs = cm.Runs[:0]
 	var dropped []string

@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"pgregory.net/rapid"
 
 	"berth.dev/berth/render"
 )
@@ -263,4 +264,69 @@ func TestCronJobRecoversWithoutMemory(t *testing.T) {
 	if s.dump() != before {
 		t.Fatal("pods changed")
 	}
+}
+
+// TestCronJobProperties runs a CronJob for two simulated hours with Jobs
+// of random length, a controller that loses its memory at random, and
+// checks at every step that concurrencyPolicy holds, that no run starts
+// twice, that Allow misses no schedule, and that history stays within its
+// limits.
+func TestCronJobProperties(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		policy := rapid.SampledFrom([]batchv1.ConcurrencyPolicy{batchv1.AllowConcurrent, batchv1.ForbidConcurrent, batchv1.ReplaceConcurrent}).Draw(rt, "policy")
+		okLimit := rapid.Int32Range(0, 3).Draw(rt, "successfulJobsHistoryLimit")
+		s := newSim(rt, 2, cronJobObj("c", "*/2 * * * *", func(c *batchv1.CronJobSpec) {
+			c.ConcurrencyPolicy = policy
+			c.SuccessfulJobsHistoryLimit = ptr(okLimit)
+		}))
+		s.step = 30 * time.Second
+		lengths := rapid.SliceOfN(rapid.IntRange(1, 10), 8, 8).Draw(rt, "runFor")
+		s.runFor = func(name string) (int, int32) { return lengths[int(suffixHash(name))%len(lengths)], 0 }
+		started := map[string]bool{}
+		kills := 0
+		for end := s.now.Add(2 * time.Hour); s.now.Before(end); {
+			if rapid.IntRange(0, 9).Draw(rt, "kill") == 9 {
+				// Memory lost: schedules due since the last pass may be
+				// missed, never run twice.
+				s.memory = Memory{}
+				kills++
+			}
+			r := s.compute()
+			s.memory = r.Memory
+			for _, w := range r.Workloads {
+				if w.Owner.Kind == "Job" && len(wantedNames(w, Create)) > 0 && len(w.Pods) == len(wantedNames(w, Create)) {
+					if started[w.Owner.Name] {
+						rt.Fatalf("run %s started twice at %s (%q):\n%s", w.Owner.Name, s.now, workloadOf(rt, r, "CronJob", "c").Reason, s.dump())
+					}
+					started[w.Owner.Name] = true
+				}
+			}
+			s.apply(r, nil)
+			runs := map[string]bool{}
+			for _, p := range s.pods {
+				if p.Phase == corev1.PodRunning || p.Phase == corev1.PodPending {
+					if !p.Terminating {
+						runs[p.Labels[LabelJobName]] = true
+					}
+				}
+			}
+			if policy != batchv1.AllowConcurrent && len(runs) > 1 {
+				rt.Fatalf("%s: %d runs at once:\n%s", policy, len(runs), s.dump())
+			}
+			s.tick()
+		}
+		if policy == batchv1.AllowConcurrent && (len(started) > 59 || len(started) < 59-kills) {
+			rt.Fatalf("Allow: %d runs in two hours of */2 with %d memory losses, want 59 (08:02 to 09:58)", len(started), kills)
+		}
+		succeeded := map[string]bool{}
+		for _, p := range s.pods {
+			if p.Phase == corev1.PodSucceeded {
+				succeeded[p.Labels[LabelJobName]] = true
+			}
+		}
+		// The newest run is kept beyond the limit while an older one runs.
+		if int32(len(succeeded)) > okLimit+1 {
+			rt.Fatalf("%d successful runs kept > limit %d", len(succeeded), okLimit)
+		}
+	})
 }
