@@ -20,6 +20,7 @@ type metrics struct {
 	forwardFailed  prometheus.Counter
 	writeFailed    prometheus.Counter
 	malformedQuery prometheus.Counter
+	overload       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -42,7 +43,7 @@ func newMetrics() *metrics {
 		}, []string{"upstream"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "berth", Subsystem: "dns", Name: "failures_total",
-			Help: "Queries that failed: forward (every upstream failed, SERVFAIL sent), malformed (FORMERR or NOTIMP sent), write (the response could not be sent).",
+			Help: "Queries that failed: forward (every upstream failed, SERVFAIL sent), malformed (FORMERR or NOTIMP sent), overload (too many forwards waiting, REFUSED sent), write (the response could not be sent).",
 		}, []string{"reason"}),
 	}
 	m.udp = m.queries.WithLabelValues("udp")
@@ -55,6 +56,7 @@ func newMetrics() *metrics {
 	m.forwardFailed = m.failures.WithLabelValues("forward")
 	m.writeFailed = m.failures.WithLabelValues("write")
 	m.malformedQuery = m.failures.WithLabelValues("malformed")
+	m.overload = m.failures.WithLabelValues("overload")
 	return m
 }
 

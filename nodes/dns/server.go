@@ -23,6 +23,9 @@ const (
 	DefaultAttemptTimeout  = 2 * time.Second
 	DefaultQueryTimeout    = 5 * time.Second
 	DefaultUpstreamBackoff = 10 * time.Second
+	// DefaultMaxForwards is how many forwarded queries may wait for an
+	// upstream at once (CoreDNS's forward plugin has the same knob).
+	DefaultMaxForwards = 1000
 	// ednsSize is the UDP payload size this server announces (the DNS
 	// flag day 2020 value, safe from fragmentation).
 	ednsSize = 1232
@@ -52,6 +55,10 @@ type Options struct {
 	// UpstreamBackoff is how long an upstream that failed is tried only
 	// after the others.
 	UpstreamBackoff time.Duration
+	// MaxForwards bounds the queries waiting for an upstream at once;
+	// beyond it queries are REFUSED at once rather than piling up
+	// goroutines while upstreams are slow. DefaultMaxForwards when zero.
+	MaxForwards int
 	// Logger gets a line at start and, at debug level, one per query.
 	Logger *slog.Logger
 }
@@ -83,6 +90,9 @@ func (o *Options) Validate() error {
 			return errors.New("negative timeout")
 		}
 	}
+	if o.MaxForwards < 0 {
+		return errors.New("negative MaxForwards")
+	}
 	return nil
 }
 
@@ -94,6 +104,8 @@ type Server struct {
 	fwd  *forwarder
 	m    *metrics
 	rr   atomic.Uint32 // rotation of multi-address answers
+	// forwards holds a token per query waiting for an upstream.
+	forwards chan struct{}
 
 	mu    sync.Mutex
 	udp   []net.PacketConn
@@ -119,11 +131,14 @@ func New(o Options) (*Server, error) {
 	if o.ResolvConf == "" {
 		o.ResolvConf = DefaultResolvConf
 	}
+	if o.MaxForwards == 0 {
+		o.MaxForwards = DefaultMaxForwards
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, log: log.With("component", "dns"), m: newMetrics()}
+	s := &Server{opts: o, log: log.With("component", "dns"), m: newMetrics(), forwards: make(chan struct{}, o.MaxForwards)}
 
 	var ups []string
 	if len(o.Upstreams) > 0 {
@@ -388,18 +403,41 @@ func (s *Server) respond(ctx context.Context, r *dns.Msg, tcp bool) (*dns.Msg, s
 		return resp, "cluster"
 	}
 
-	fctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
-	defer cancel()
-	resp, _, err := s.fwd.exchange(fctx, r, tcp, s.upstreamFailed)
+	resp, err := s.forward(ctx, r, tcp)
+	if errors.Is(err, errOverload) {
+		return s.errorReply(r, dns.RcodeRefused), "error"
+	}
 	if err != nil {
-		s.m.forwardFailed.Inc()
-		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.LogAttrs(ctx, slog.LevelDebug, "dns forward failed", slog.String("name", q.Name), slog.String("error", err.Error()))
-		}
 		return s.errorReply(r, dns.RcodeServerFailure), "error"
 	}
 	s.m.forward(resp.Rcode).Inc()
 	return resp, "forward"
+}
+
+// errOverload is a forward refused because MaxForwards are waiting.
+var errOverload = errors.New("too many forwarded queries waiting")
+
+// forward sends q to the upstreams within the query timeout, if a slot
+// is free; failures are counted here.
+func (s *Server) forward(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg, error) {
+	select {
+	case s.forwards <- struct{}{}:
+		defer func() { <-s.forwards }()
+	default:
+		s.m.overload.Inc()
+		return nil, errOverload
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
+	defer cancel()
+	resp, _, err := s.fwd.exchange(fctx, q, tcp, s.upstreamFailed)
+	if err != nil {
+		s.m.forwardFailed.Inc()
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.LogAttrs(ctx, slog.LevelDebug, "dns forward failed", slog.String("error", err.Error()))
+		}
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (s *Server) upstreamFailed(upstream string, err error) {
@@ -439,11 +477,8 @@ func (s *Server) chase(ctx context.Context, r *dns.Msg, m *dns.Msg, target strin
 	if opt := r.IsEdns0(); opt != nil {
 		q.SetEdns0(opt.UDPSize(), false)
 	}
-	fctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
-	defer cancel()
-	resp, _, err := s.fwd.exchange(fctx, q, tcp, s.upstreamFailed)
+	resp, err := s.forward(ctx, q, tcp)
 	if err != nil {
-		s.m.forwardFailed.Inc()
 		m.Rcode = dns.RcodeServerFailure
 		return
 	}

@@ -623,3 +623,38 @@ nameserver not-an-ip
 		}
 	}
 }
+
+func TestServerForwardLimit(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	slow := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		arrived <- struct{}{}
+		<-release
+		resolver(w, r)
+	})
+	s, addr := startServer(t, Options{Upstreams: []string{slow.addr}, MaxForwards: 1})
+	first := make(chan *dns.Msg, 1)
+	go func() {
+		m := new(dns.Msg)
+		m.SetQuestion("example.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, addr)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- r
+	}()
+	<-arrived // the first query holds the only slot
+	if r := query(t, "udp", addr, "www.example.test.", dns.TypeA, 0); r.Rcode != dns.RcodeRefused {
+		t.Errorf("second forward while the first waits: %s, want REFUSED", dns.RcodeToString[r.Rcode])
+	}
+	// The cluster's own names are not limited.
+	if r := query(t, "udp", addr, "svc.cluster.local.", dns.TypeA, 0); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("cluster name while forwards are full: %s", dns.RcodeToString[r.Rcode])
+	}
+	close(release)
+	if r := <-first; r == nil || len(r.Answer) != 1 {
+		t.Errorf("first forward: %v", r)
+	}
+	if got := counter(t, s, "berth_dns_failures_total", "reason", "overload"); got != 1 {
+		t.Errorf("overload failures = %v, want 1", got)
+	}
+}
