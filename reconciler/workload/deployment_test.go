@@ -370,8 +370,15 @@ func TestDeploymentRolloutProperties(t *testing.T) {
 		check()
 
 		s.objects[0] = deploymentObj("web", R, "v2", mut)
+		final := "v2"
+		switchAt := rapid.IntRange(0, 20).Draw(rt, "v3At")
 		var stale []Memory
 		for step := 0; ; step++ {
+			if step == switchAt && rapid.Bool().Draw(rt, "v3") {
+				// Another commit lands mid-rollout.
+				s.objects[0] = deploymentObj("web", R, "v3", mut)
+				final = "v3"
+			}
 			if step > 300 {
 				rt.Fatalf("rollout not finished:\n%s", s.dump())
 			}
@@ -402,7 +409,7 @@ func TestDeploymentRolloutProperties(t *testing.T) {
 			s.tick()
 			check()
 		}
-		want := fnvHash(ptr(template("v2")))
+		want := fnvHash(ptr(template(final)))
 		pods := s.ownedBy("Deployment", "web")
 		if int32(len(pods)) != R {
 			rt.Fatalf("%d pods after the rollout, want %d:\n%s", len(pods), R, s.dump())

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -15,6 +16,18 @@ import (
 
 	"berth.dev/berth/render"
 )
+
+func roundTrip(t tb, m Memory) Memory {
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Memory
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
 
 func TestOptionsValidate(t *testing.T) {
 	if _, err := Compute(Input{}, Options{}); !errors.Is(err, ErrNoTemplateHash) {
@@ -91,6 +104,12 @@ func TestFleetSurvivesControllerKills(t *testing.T) {
 				}
 			}
 			r := s.compute()
+			// The memory survives the status branch: a pass from its JSON
+			// decides the same.
+			s.memory = roundTrip(rt, s.memory)
+			if again := s.compute(); !reflect.DeepEqual(r, again) {
+				rt.Fatalf("pass differs after a JSON round trip of its memory:\n%+v\n%+v", r.Memory, again.Memory)
+			}
 			s.memory = r.Memory
 			stale = append(stale, r.Memory)
 			if r.Changes() == 0 && s.settled() && r.Wake.IsZero() {

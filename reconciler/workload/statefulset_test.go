@@ -1,7 +1,6 @@
 package workload
 
 import (
-	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -277,6 +276,17 @@ func TestStatefulSetProperties(t *testing.T) {
 			if len(wantedNames(w, Replace)) > 1 {
 				rt.Fatalf("replaced %v at once", wantedNames(w, Replace))
 			}
+			if !par && newR == R {
+				down := 0
+				for _, p := range s.ownedBy("StatefulSet", "db") {
+					if !p.Ready {
+						down++
+					}
+				}
+				if down > 1 {
+					rt.Fatalf("%d pods down during an ordered rolling update:\n%s", down, s.dump())
+				}
+			}
 			s.tick()
 		}
 		pods := s.ownedBy("StatefulSet", "db")
@@ -294,6 +304,12 @@ func TestStatefulSetProperties(t *testing.T) {
 				rt.Fatalf("%s above the partition %d not updated:\n%s", p.Name, partition, s.dump())
 			}
 		}
-		_ = fmt.Sprint(updating)
+		if !updating && newR > partition && R > 0 {
+			for _, p := range pods {
+				if ord, _ := ordinalOf("db", p.Name); ord < R && ord >= partition {
+					rt.Fatalf("%s above the partition was not replaced in place", p.Name)
+				}
+			}
+		}
 	})
 }
