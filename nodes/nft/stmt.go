@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -255,37 +254,15 @@ func (v VMap) lower(l *lowerer) ([]expr.Any, error) {
 	return append(out, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID}), nil
 }
 
-// NumgenVMap is "numgen random mod N vmap { 0 : goto C0, ... }": an even
-// random choice among chains.
-type NumgenVMap struct{ Chains []string }
+// NumgenZero is "numgen random mod N 0": true with probability 1/N.
+type NumgenZero struct{ Mod int }
 
-func (n NumgenVMap) String() string {
-	parts := make([]string, len(n.Chains))
-	for i, c := range n.Chains {
-		parts[i] = fmt.Sprintf("%d : goto %s", i, c)
-	}
-	return fmt.Sprintf("numgen random mod %d vmap { %s }", len(n.Chains), strings.Join(parts, ", "))
-}
+func (n NumgenZero) String() string { return fmt.Sprintf("numgen random mod %d 0", n.Mod) }
 
-func (n NumgenVMap) lower(l *lowerer) ([]expr.Any, error) {
-	s := &nftables.Set{
-		Table: l.table, Anonymous: true, Constant: true, IsMap: true,
-		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict,
-	}
-	elems := make([]nftables.SetElement, len(n.Chains))
-	for i, c := range n.Chains {
-		elems[i] = nftables.SetElement{
-			Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
-			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: c},
-		}
-	}
-	if err := l.conn.AddSet(s, elems); err != nil {
-		return nil, fmt.Errorf("numgen map: %w", err)
-	}
+func (n NumgenZero) lower(*lowerer) ([]expr.Any, error) {
 	return []expr.Any{
-		&expr.Numgen{Register: 1, Modulus: uint32(len(n.Chains)), Type: unix.NFT_NG_RANDOM},
-		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
+		&expr.Numgen{Register: 1, Modulus: uint32(n.Mod), Type: unix.NFT_NG_RANDOM},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
 	}, nil
 }
 
