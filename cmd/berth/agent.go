@@ -133,7 +133,12 @@ func serveAgent(ctx context.Context, cfg agentConfig) error {
 		return err
 	}
 	defer rt.Close()
+	runcVersion, err := runtime.RuncVersion(ctx)
+	if err != nil {
+		cfg.log.Warn("runc version unknown", "err", err)
+	}
 	m, err := agent.New(agent.Options{
+		RuncVersion:  runcVersion,
 		Runtime:      rt,
 		StateDir:     cfg.stateDir,
 		LogDir:       cfg.logDir,

@@ -481,6 +481,9 @@ func machinesStatus(ctx context.Context, e *env, f *fleet, machines []*v1alpha1.
 			agent, uptime, cd, cpu, mem, pods := "down", "-", "-", "-", "-", "-"
 			if n := s.Node; n != nil {
 				agent, cd, pods = n.AgentVersion, n.ContainerdVersion, fmt.Sprint(n.Pods)
+				if n.RuntimeError != "" {
+					cd = "down"
+				}
 				uptime = time.Since(n.StartedAt).Round(time.Second).String()
 				if q, ok := n.Capacity["cpu"]; ok {
 					cpu = q.String()

@@ -44,6 +44,7 @@ type ContainerdDaemon struct {
 	lock    *os.File // flock held while the instance lives (see sweepStale)
 
 	stopEvents func()
+	start      func() (*daemon, error) // starts the daemon process again (Start)
 	mu         sync.Mutex
 	namespaces map[string]bool // every namespace an event came from
 }
@@ -138,8 +139,35 @@ func Containerd(t testing.TB) *ContainerdDaemon {
 		t.Fatalf("containerd: %v", err)
 	}
 	env := append(os.Environ(), "PATH="+daemonPath())
-	c.d, err = startDaemon("containerd", c.LogPath(), env, bin, "--config", cfg)
-	if err != nil {
+	c.start = func() (*daemon, error) {
+		return startDaemon("containerd", c.LogPath(), env, bin, "--config", cfg)
+	}
+	c.Start(t)
+	return c
+}
+
+// Stop stops the daemon (SIGTERM, then SIGKILL after 10 s) as a machine's
+// containerd restarts: its shims and their containers live on. Start it
+// again with Start; the test's end stops and cleans up either way.
+func (c *ContainerdDaemon) Stop(t testing.TB) {
+	t.Helper()
+	if c.stopEvents != nil {
+		c.stopEvents()
+		c.stopEvents = nil
+	}
+	if c.d != nil && c.d.stop(stopGrace) {
+		t.Logf("testenv: containerd did not stop within %v of SIGTERM; killed it", stopGrace)
+	}
+}
+
+// Start starts the daemon (again, after Stop) and waits until it serves.
+func (c *ContainerdDaemon) Start(t testing.TB) {
+	t.Helper()
+	if c.d != nil && !c.d.exited() {
+		t.Fatal("testenv: containerd is running")
+	}
+	var err error
+	if c.d, err = c.start(); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitUnixSocket(c.address, c.d, 30*time.Second); err != nil {
@@ -148,7 +176,6 @@ func Containerd(t testing.TB) *ContainerdDaemon {
 	if err := c.watchNamespaces(); err != nil {
 		t.Fatalf("containerd: %v", err)
 	}
-	return c
 }
 
 // Where instances live: short paths, for the socket.

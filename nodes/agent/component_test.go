@@ -307,9 +307,46 @@ func TestComponentManager(t *testing.T) {
 			t.Errorf("after an agent restart: container %s restarts %d; want %s, %d", got.ContainerID, got.RestartCount, before.ContainerID, before.RestartCount)
 		}
 	})
+	t.Run("ContainerdRestart", func(t *testing.T) {
+		before := e.waitPod("default/web", time.Second, "ready", ready).ContainerStatuses[0]
+		n, err := e.m.Node(ctx)
+		if err != nil || n.RuntimeError != "" || n.ContainerdVersion == "" {
+			t.Fatalf("Node: %+v, %v", n, err)
+		}
+		if mem := n.Usage[corev1.ResourceMemory]; mem.Value() < 1<<20 {
+			t.Errorf("Node: memory usage of the running pods %v; want their cgroups' working set", mem.String())
+		}
+		e.cd.Stop(t)
+		t0 := time.Now()
+		n, err = e.m.Node(ctx)
+		if d := time.Since(t0); err != nil || d > 3*time.Second {
+			t.Errorf("Node with containerd down: %v after %v; want an answer within a few seconds", err, d)
+		}
+		if n.RuntimeError == "" || !strings.HasPrefix(n.ContainerdVersion, "containerd ") {
+			t.Errorf("Node with containerd down: runtimeError %q, containerdVersion %q; want the error and the version last seen", n.RuntimeError, n.ContainerdVersion)
+		}
+		if _, err := e.m.Pods(ctx); err != nil {
+			t.Errorf("Pods with containerd down: %v", err)
+		}
+		// Changes made while containerd is down are carried out once it is back.
+		late := echoPod(e, "late")
+		if err := e.m.SetPods(ctx, api.DesiredPods{Generation: 2, Pods: []api.Pod{web, crash, missing, late}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		e.cd.Start(t)
+		e.waitPod("default/late", 60*time.Second, "ready", ready)
+		got := e.waitPod("default/web", 20*time.Second, "ready", ready).ContainerStatuses[0]
+		if got.ContainerID != before.ContainerID || got.RestartCount != before.RestartCount {
+			t.Errorf("after a containerd restart: container %s restarts %d; want %s, %d (not restarted)", got.ContainerID, got.RestartCount, before.ContainerID, before.RestartCount)
+		}
+		if n, err := e.m.Node(ctx); err != nil || n.RuntimeError != "" {
+			t.Errorf("Node after containerd is back: %+v, %v", n.RuntimeError, err)
+		}
+	})
 	t.Run("GracefulTermination", func(t *testing.T) {
 		t0 := time.Now()
-		if err := e.m.SetPods(ctx, api.DesiredPods{Generation: 2, Pods: []api.Pod{crash, missing}}); err != nil {
+		if err := e.m.SetPods(ctx, api.DesiredPods{Generation: 3, Pods: []api.Pod{crash, missing}}); err != nil {
 			t.Fatal(err)
 		}
 		sts, _ := e.m.Pods(ctx)

@@ -131,6 +131,8 @@ type Manager struct {
 	pending []*podWorker          // created, not yet started by Run
 	running bool
 	cache   relistCache
+	// runtimeVersion is containerd's version, as last seen by Node.
+	runtimeVersion string
 
 	wake   chan struct{} // Run: start pending workers
 	relist chan struct{} // Run: list the runtime now

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -33,11 +32,20 @@ func (m *Manager) Node(ctx context.Context) (api.NodeInfo, error) {
 		Arch:         runtime.GOARCH,
 		StartedAt:    m.started,
 	}
-	if v, err := m.rt.Version(ctx); err == nil {
-		info.ContainerdVersion = v
+	// A short wait: a machine whose containerd is down must still answer
+	// at once, saying so, with the version last seen.
+	vctx, cancel := context.WithTimeout(ctx, runtimeVersionTimeout)
+	v, err := m.rt.Version(vctx)
+	cancel()
+	m.mu.Lock()
+	if err == nil {
+		m.runtimeVersion = v
 	} else {
+		info.RuntimeError = err.Error()
 		m.log.Debug("runtime version", "err", err)
 	}
+	info.ContainerdVersion = m.runtimeVersion
+	m.mu.Unlock()
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
 		info.KernelVersion = unix.ByteSliceToString(uts.Release[:])
@@ -67,6 +75,9 @@ func (m *Manager) Node(ctx context.Context) (api.NodeInfo, error) {
 	info.Usage = m.usage.measure(pids, time.Now())
 	return info, nil
 }
+
+// runtimeVersionTimeout bounds how long Node waits for containerd.
+const runtimeVersionTimeout = time.Second
 
 // allocatable is capacity minus reserved, never below zero.
 func allocatable(capacity, reserved corev1.ResourceList) corev1.ResourceList {
@@ -119,9 +130,9 @@ type cpuSample struct {
 }
 
 func (u *usageMeter) measure(pids []uint32, now time.Time) corev1.ResourceList {
-	groups := map[string]bool{}
+	groups := map[cgroupPaths]bool{}
 	for _, pid := range pids {
-		if g := cgroupOf(pid); g != "" {
+		if g, ok := cgroupOf(pid); ok {
 			groups[g] = true
 		}
 	}
@@ -134,16 +145,13 @@ func (u *usageMeter) measure(pids []uint32, now time.Time) corev1.ResourceList {
 	var milli float64
 	next := map[string]cpuSample{}
 	for g := range groups {
-		dir := filepath.Join("/sys/fs/cgroup", g)
-		if b, err := os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
-			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-				mem += n
-			}
+		if n, ok := g.memory(); ok {
+			mem += n
 		}
-		if usec, ok := cpuUsage(dir); ok {
+		if usec, ok := g.cpuUsec(); ok {
 			s := cpuSample{usec, now}
-			next[g] = s
-			if p, ok := u.last[g]; ok && now.After(p.at) && usec >= p.usec {
+			next[g.cpu] = s
+			if p, ok := u.last[g.cpu]; ok && now.After(p.at) && usec >= p.usec {
 				milli += float64(usec-p.usec) / 1e3 / now.Sub(p.at).Seconds()
 			}
 		}
@@ -155,27 +163,100 @@ func (u *usageMeter) measure(pids []uint32, now time.Time) corev1.ResourceList {
 	}
 }
 
-// cgroupOf is the cgroup v2 path of a process ("" if unknown).
-func cgroupOf(pid uint32) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return ""
-	}
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if p, ok := bytes.CutPrefix(line, []byte("0::")); ok {
-			return string(p)
-		}
-	}
-	return ""
+// cgroupPaths are where a process's memory and CPU figures are: one
+// directory on cgroup v2, the memory and cpuacct controllers' on v1.
+type cgroupPaths struct {
+	v1       bool
+	mem, cpu string // directories under /sys/fs/cgroup
 }
 
-func cpuUsage(dir string) (uint64, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+// cgroupOf reads /proc/PID/cgroup.
+func cgroupOf(pid uint32) (cgroupPaths, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return cgroupPaths{}, false
+	}
+	return parseCgroup(b)
+}
+
+// parseCgroup reads a /proc/PID/cgroup file: the v1 memory and cpuacct
+// lines when there are any, else the v2 "0::" line.
+func parseCgroup(b []byte) (cgroupPaths, bool) {
+	var v1, v2 cgroupPaths
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "0" && f[1] == "" {
+			v2 = cgroupPaths{mem: f[2], cpu: f[2]}
+			continue
+		}
+		for _, ctl := range strings.Split(f[1], ",") {
+			switch ctl {
+			case "memory":
+				v1.mem = filepath.Join("memory", f[2])
+			case "cpuacct":
+				v1.cpu = filepath.Join(f[1], f[2])
+			}
+		}
+	}
+	if v1.mem != "" || v1.cpu != "" {
+		v1.v1 = true
+		return v1, true
+	}
+	return v2, v2.mem != ""
+}
+
+// memory is the working set in bytes, as the kubelet counts it: usage
+// less inactive file pages.
+func (g cgroupPaths) memory() (int64, bool) {
+	dir := filepath.Join(cgroupRoot, g.mem)
+	usageFile, statKey := "memory.current", "inactive_file "
+	if g.v1 {
+		usageFile, statKey = "memory.usage_in_bytes", "total_inactive_file "
+	}
+	usage, ok := readInt(filepath.Join(dir, usageFile))
+	if !ok {
+		return 0, false
+	}
+	if inactive, ok := statValue(filepath.Join(dir, "memory.stat"), statKey); ok && uint64(usage) >= inactive {
+		usage -= int64(inactive)
+	}
+	return usage, true
+}
+
+// cpuUsec is the CPU time used, in microseconds.
+func (g cgroupPaths) cpuUsec() (uint64, bool) {
+	dir := filepath.Join(cgroupRoot, g.cpu)
+	if g.v1 {
+		ns, ok := readInt(filepath.Join(dir, "cpuacct.usage"))
+		return uint64(ns) / 1000, ok && ns >= 0
+	}
+	return statValue(filepath.Join(dir, "cpu.stat"), "usage_usec ")
+}
+
+// cgroupRoot is where the cgroup file systems are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+func readInt(path string) (int64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n, err == nil
+}
+
+// statValue reads the value of key (with its trailing space) in a
+// "key value" per line file.
+func statValue(path, key string) (uint64, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+		if v, ok := strings.CutPrefix(line, key); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			return n, err == nil
 		}

@@ -157,18 +157,21 @@ type ContainerStatus struct {
 
 // NodeInfo describes the machine.
 type NodeInfo struct {
-	Name              string              `json:"name"`
-	AgentVersion      string              `json:"agentVersion"`
-	APIVersion        string              `json:"apiVersion"`
-	ContainerdVersion string              `json:"containerdVersion"`
-	RuncVersion       string              `json:"runcVersion,omitempty"`
-	KernelVersion     string              `json:"kernelVersion"`
-	OS                string              `json:"os"`
-	Arch              string              `json:"arch"`
-	BootID            string              `json:"bootID"`
-	StartedAt         time.Time           `json:"startedAt"`
-	Capacity          corev1.ResourceList `json:"capacity"`
-	Allocatable       corev1.ResourceList `json:"allocatable"`
+	Name              string `json:"name"`
+	AgentVersion      string `json:"agentVersion"`
+	APIVersion        string `json:"apiVersion"`
+	ContainerdVersion string `json:"containerdVersion"`
+	// RuntimeError says why containerd did not answer ("" when it did);
+	// ContainerdVersion is then the version last seen.
+	RuntimeError  string              `json:"runtimeError,omitempty"`
+	RuncVersion   string              `json:"runcVersion,omitempty"`
+	KernelVersion string              `json:"kernelVersion"`
+	OS            string              `json:"os"`
+	Arch          string              `json:"arch"`
+	BootID        string              `json:"bootID"`
+	StartedAt     time.Time           `json:"startedAt"`
+	Capacity      corev1.ResourceList `json:"capacity"`
+	Allocatable   corev1.ResourceList `json:"allocatable"`
 	// Usage is what the agent's pods use now (cgroup figures).
 	Usage      corev1.ResourceList `json:"usage"`
 	Generation int64               `json:"generation"`

@@ -22,7 +22,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -210,6 +212,23 @@ func (r *Runtime) Version(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("containerd version: %w", err)
 	}
 	return "containerd " + v.Version, nil
+}
+
+// RuncVersion asks the runc binary containerd's shim runs (runc, from the
+// PATH) for its version: "runc 1.1.5+ds1".
+func RuncVersion(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "runc", "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("runc --version: %w", err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	v, ok := strings.CutPrefix(first, "runc version ")
+	if !ok {
+		return "", fmt.Errorf("runc --version: unexpected answer %q", first)
+	}
+	return "runc " + strings.TrimSpace(v), nil
 }
 
 // unavailable reports whether err means containerd could not be reached.

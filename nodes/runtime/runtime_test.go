@@ -284,3 +284,11 @@ func envOf(t *testing.T, nsPath string) map[string]string {
 	}
 	return env
 }
+
+func TestRuncVersion(t *testing.T) {
+	testenv.Require(t, "runc")
+	v, err := RuncVersion(context.Background())
+	if err != nil || !strings.HasPrefix(v, "runc 1.") {
+		t.Errorf("RuncVersion = %q, %v", v, err)
+	}
+}
