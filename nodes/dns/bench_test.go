@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -81,13 +82,26 @@ func BenchmarkViewLookup(b *testing.B) {
 
 // BenchmarkNewView is the cost of a new desired state: building the View
 // of 10,000 Services with 10 endpoints each.
+// It also reports the heap a View of that size holds (MB-live).
 func BenchmarkNewView(b *testing.B) {
 	in := largeInput(10000)
+	var v *View
 	for b.Loop() {
-		if _, err := NewView(in); err != nil {
+		var err error
+		if v, err = NewView(in); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	var before, after runtime.MemStats
+	v = nil
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	v = mustView(b, in)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/1e6, "MB-live")
+	runtime.KeepAlive(v)
 }
 
 // BenchmarkUDPQuery is one query's round trip over UDP on loopback, from

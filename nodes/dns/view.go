@@ -145,18 +145,26 @@ type View struct {
 }
 
 // node holds the records of one owner name; an empty node is an empty
-// non-terminal (the name exists, NODATA for every type).
+// non-terminal (the name exists, NODATA for every type). Most names have
+// only addresses or a PTR, so the rest hangs off pointers (a node is a
+// large part of a big View's memory).
 type node struct {
 	a, aaaa   []dns.RR
-	srv       []dns.RR
-	srvExtra  []dns.RR
 	ptr       []dns.RR
-	txt       []dns.RR
-	soa       []dns.RR
-	ns        []dns.RR
-	nsExtra   []dns.RR
+	srv       *srvSet
+	apex      *apexSet
 	cname     *dns.CNAME
 	namespace bool // <ns>.svc or <ns>.pod: the namespace exists
+}
+
+// srvSet is a name's SRV records with their targets' addresses.
+type srvSet struct {
+	rrs, extra []dns.RR
+}
+
+// apexSet holds the records only the zone apex and dns-version have.
+type apexSet struct {
+	soa, ns, nsExtra, txt []dns.RR
 }
 
 // reverseZone is one of Input.ReverseZones with the SOA of the enclosing
@@ -340,24 +348,33 @@ func (n *node) records(qtype uint16) (answer, extra []dns.RR) {
 		return n.a, nil
 	case dns.TypeAAAA:
 		return n.aaaa, nil
-	case dns.TypeSRV:
-		return n.srv, n.srvExtra
 	case dns.TypePTR:
 		return n.ptr, nil
+	case dns.TypeSRV:
+		if n.srv != nil {
+			return n.srv.rrs, n.srv.extra
+		}
 	case dns.TypeTXT:
-		return n.txt, nil
+		if n.apex != nil {
+			return n.apex.txt, nil
+		}
 	case dns.TypeSOA:
-		return n.soa, nil
+		if n.apex != nil {
+			return n.apex.soa, nil
+		}
 	case dns.TypeNS:
-		return n.ns, n.nsExtra
+		if n.apex != nil {
+			return n.apex.ns, n.apex.nsExtra
+		}
 	case dns.TypeCNAME:
 		if n.cname != nil {
 			return []dns.RR{n.cname}, nil
 		}
 	case dns.TypeANY:
 		var all []dns.RR
-		for _, s := range [][]dns.RR{n.soa, n.ns, n.a, n.aaaa, n.srv, n.ptr, n.txt} {
-			all = append(all, s...)
+		for _, t := range []uint16{dns.TypeSOA, dns.TypeNS, dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT} {
+			rrs, _ := n.records(t)
+			all = append(all, rrs...)
 		}
 		return all, nil
 	}
@@ -486,20 +503,22 @@ func (b *builder) reverseNode(name string) *node {
 func (b *builder) apex(nameservers []netip.Addr) {
 	v := b.v
 	apex := b.node(v.zone)
-	apex.soa = v.soa
+	apex.apex = &apexSet{soa: v.soa}
 	b.node("svc." + v.zone)
 	b.node("pod." + v.zone)
-	b.node("dns-version." + v.zone).txt = []dns.RR{&dns.TXT{Hdr: v.hdr("dns-version."+v.zone, dns.TypeTXT), Txt: []string{SchemaVersion}}}
+	b.node("dns-version." + v.zone).apex = &apexSet{
+		txt: []dns.RR{&dns.TXT{Hdr: v.hdr("dns-version."+v.zone, dns.TypeTXT), Txt: []string{SchemaVersion}}},
+	}
 	if len(nameservers) == 0 {
 		return
 	}
 	nsName := "ns.dns." + v.zone
-	apex.ns = []dns.RR{&dns.NS{Hdr: v.hdr(v.zone, dns.TypeNS), Ns: nsName}}
+	apex.apex.ns = []dns.RR{&dns.NS{Hdr: v.hdr(v.zone, dns.TypeNS), Ns: nsName}}
 	nsNode := b.node(nsName)
 	for _, ip := range nameservers {
 		b.addAddr(nsNode, nsName, ip)
 	}
-	apex.nsExtra = append(append([]dns.RR(nil), nsNode.a...), nsNode.aaaa...)
+	apex.apex.nsExtra = append(append([]dns.RR(nil), nsNode.a...), nsNode.aaaa...)
 }
 
 // namespace makes <ns>.svc and <ns>.pod exist and reports whether ns is a
@@ -540,8 +559,11 @@ func (b *builder) addPTR(ip netip.Addr, target string) {
 }
 
 func (b *builder) addSRV(n *node, name string, port int32, target string, extra []dns.RR) {
-	n.srv = append(n.srv, &dns.SRV{Hdr: b.v.hdr(name, dns.TypeSRV), Port: uint16(port), Target: target})
-	n.srvExtra = append(n.srvExtra, extra...)
+	if n.srv == nil {
+		n.srv = &srvSet{}
+	}
+	n.srv.rrs = append(n.srv.rrs, &dns.SRV{Hdr: b.v.hdr(name, dns.TypeSRV), Port: uint16(port), Target: target})
+	n.srv.extra = append(n.srv.extra, extra...)
 }
 
 func (b *builder) service(s *Service) {
@@ -686,11 +708,11 @@ func (b *builder) finish() {
 	seenSRV := map[srvKey]bool{}
 	seenRR := map[dns.RR]bool{}
 	for _, n := range b.v.names {
-		if len(n.srv) == 0 {
+		if n.srv == nil {
 			continue
 		}
 		clear(seenSRV)
-		n.srv = slices.DeleteFunc(n.srv, func(rr dns.RR) bool {
+		n.srv.rrs = slices.DeleteFunc(n.srv.rrs, func(rr dns.RR) bool {
 			k := srvKey{rr.(*dns.SRV).Target, rr.(*dns.SRV).Port}
 			dup := seenSRV[k]
 			seenSRV[k] = true
@@ -698,13 +720,13 @@ func (b *builder) finish() {
 		})
 		// Extras are shared records: the same pointer for the same one.
 		clear(seenRR)
-		n.srvExtra = slices.DeleteFunc(n.srvExtra, func(rr dns.RR) bool {
+		n.srv.extra = slices.DeleteFunc(n.srv.extra, func(rr dns.RR) bool {
 			dup := seenRR[rr]
 			seenRR[rr] = true
 			return dup
 		})
-		w := uint16(max(100/len(n.srv), 1))
-		for _, rr := range n.srv {
+		w := uint16(max(100/len(n.srv.rrs), 1))
+		for _, rr := range n.srv.rrs {
 			rr.(*dns.SRV).Weight = w
 		}
 	}
