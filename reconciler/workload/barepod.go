@@ -8,10 +8,7 @@ import (
 // replaced in place when its spec changes, and stays as it ended when it
 // ended (a bare pod is not restarted by a controller).
 func (p *pass) barePod(pod *corev1.Pod, ns, name string) Workload {
-	owner := Owner{Kind: "Pod", Namespace: ns, Name: name}
-	pods := p.pods(owner)
-	mem := p.memory(owner)
-	b := newBuilder(owner)
+	owner, pods, mem, b := p.start(Owner{Kind: "Pod", Namespace: ns, Name: name})
 
 	t := &corev1.PodTemplateSpec{Spec: pod.Spec}
 	t.Labels, t.Annotations = pod.Labels, pod.Annotations

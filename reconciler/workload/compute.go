@@ -2,6 +2,7 @@ package workload
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -131,6 +132,11 @@ func (p *pass) wakeAt(t time.Time) {
 	}
 }
 
+// start begins a workload: its observed pods, its memory and a builder.
+func (p *pass) start(owner Owner) (Owner, []*obs, *WorkloadMemory, *builder) {
+	return owner, p.pods(owner), p.memory(owner), newBuilder(owner)
+}
+
 // pods returns the observed pods of owner and marks them as looked at.
 func (p *pass) pods(owner Owner) []*obs {
 	p.claimed[owner] = true
@@ -246,6 +252,31 @@ func (b *builder) invalid(pods []*obs, err error) Workload {
 	}
 	b.w.Status.Conditions = []Condition{{Type: "ReconcileError", Status: corev1.ConditionTrue, Reason: "InvalidSpec", Message: err.Error()}}
 	return b.finish(pods, "not reconciled: "+err.Error())
+}
+
+// bounds resolves a rolling update's maxSurge and maxUnavailable against
+// total with Kubernetes' rounding (surge up, unavailable down) and
+// defaults for unset values. Both may not be 0; when both round down to
+// 0, one pod may be unavailable, so that the rollout can move (as
+// Kubernetes' fenceposts).
+func bounds(surge, unav *intstr.IntOrString, defSurge, defUnav intOrPercent, total int32) (maxSurge, maxUnav int32, err error) {
+	s, err := parseIntOrPercent(surge, "maxSurge")
+	if err != nil {
+		return 0, 0, err
+	}
+	u, err := parseIntOrPercent(unav, "maxUnavailable")
+	if err != nil {
+		return 0, 0, err
+	}
+	s, u = cmp.Or(s, &defSurge), cmp.Or(u, &defUnav)
+	if s.n == 0 && u.n == 0 {
+		return 0, 0, errors.New("maxSurge and maxUnavailable may not both be 0")
+	}
+	maxSurge, maxUnav = scaled(s, total, true), scaled(u, total, false)
+	if maxSurge == 0 && maxUnav == 0 {
+		maxUnav = 1
+	}
+	return maxSurge, maxUnav, nil
 }
 
 // parseIntOrPercent reads maxSurge/maxUnavailable.

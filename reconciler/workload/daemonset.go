@@ -15,11 +15,8 @@ import (
 // a second pod started beside the old one, which stops once the new one
 // is available.
 func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
-	owner := Owner{Kind: "DaemonSet", Namespace: ns, Name: name}
-	pods := p.pods(owner)
-	mem := p.memory(owner)
+	owner, pods, mem, b := p.start(Owner{Kind: "DaemonSet", Namespace: ns, Name: name})
 	mem.Conditions = nil
-	b := newBuilder(owner)
 
 	hash := p.opts.TemplateHash(&d.Spec.Template)
 	minReady := d.Spec.MinReadySeconds
@@ -48,20 +45,10 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 		if d.Spec.UpdateStrategy.RollingUpdate != nil {
 			ru = *d.Spec.UpdateStrategy.RollingUpdate
 		}
-		s, err := parseIntOrPercent(ru.MaxSurge, "maxSurge")
+		var err error
+		maxSurge, maxUnav, err = bounds(ru.MaxSurge, ru.MaxUnavailable, intOrPercent{}, intOrPercent{n: 1}, N)
 		if err != nil {
 			return b.invalid(pods, err)
-		}
-		u, err := parseIntOrPercent(ru.MaxUnavailable, "maxUnavailable")
-		if err != nil {
-			return b.invalid(pods, err)
-		}
-		if u == nil {
-			u = &intOrPercent{n: 1}
-		}
-		maxSurge, maxUnav = scaled(s, N, true), scaled(u, N, false)
-		if maxSurge == 0 && maxUnav == 0 {
-			maxUnav = 1
 		}
 	}
 

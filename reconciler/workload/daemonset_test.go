@@ -108,15 +108,11 @@ func TestDaemonSetRollingUpdateProperties(t *testing.T) {
 			if step > 200 {
 				rt.Fatalf("not converged:\n%s", s.dump())
 			}
-			if rapid.IntRange(0, 9).Draw(rt, "kill") == 0 {
-				s.memory = Memory{}
-			}
-			r := s.compute()
-			s.memory = r.Memory
+			r := s.chaosPass(rt, 10)
 			if r.Changes() == 0 && s.settled() {
 				break
 			}
-			s.apply(r, nil)
+			s.chaosApply(rt, r, 5)
 			avail := map[string]bool{}
 			perMachine := map[string]int{}
 			surging := int32(0)

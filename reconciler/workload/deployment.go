@@ -17,10 +17,7 @@ import (
 // deployment controller drives its ReplicaSets, with a revision being the
 // set of pods carrying one pod-template-hash.
 func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
-	owner := Owner{Kind: "Deployment", Namespace: ns, Name: name}
-	pods := p.pods(owner)
-	mem := p.memory(owner)
-	b := newBuilder(owner)
+	owner, pods, mem, b := p.start(Owner{Kind: "Deployment", Namespace: ns, Name: name})
 
 	R := replicasOf(d.Spec.Replicas)
 	hash := p.opts.TemplateHash(&d.Spec.Template)
@@ -34,27 +31,11 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 		if d.Spec.Strategy.RollingUpdate != nil {
 			ru = *d.Spec.Strategy.RollingUpdate
 		}
-		s, err := parseIntOrPercent(ru.MaxSurge, "maxSurge")
+		quarter := intOrPercent{n: 25, percent: true}
+		var err error
+		maxSurge, maxUnav, err = bounds(ru.MaxSurge, ru.MaxUnavailable, quarter, quarter, R)
 		if err != nil {
 			return b.invalid(pods, err)
-		}
-		u, err := parseIntOrPercent(ru.MaxUnavailable, "maxUnavailable")
-		if err != nil {
-			return b.invalid(pods, err)
-		}
-		if s == nil {
-			s = &intOrPercent{n: 25, percent: true}
-		}
-		if u == nil {
-			u = &intOrPercent{n: 25, percent: true}
-		}
-		if s.n == 0 && u.n == 0 {
-			return b.invalid(pods, fmt.Errorf("maxSurge and maxUnavailable may not both be 0"))
-		}
-		maxSurge, maxUnav = scaled(s, R, true), scaled(u, R, false)
-		if maxSurge == 0 && maxUnav == 0 {
-			// As Kubernetes' fenceposts: some progress must be possible.
-			maxUnav = 1
 		}
 	}
 
@@ -85,26 +66,21 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 			oldPods = append(oldPods, o)
 		}
 	}
-	var availNew, availOld, readyAll int32
+	var readyAll int32
 	isAvail := make(map[*obs]bool, len(newPods)+len(oldPods))
-	for _, o := range newPods {
-		if p.available(o, minReady) {
-			availNew++
-			isAvail[o] = true
+	countAvailable := func(pods []*obs) (n int32) {
+		for _, o := range pods {
+			if p.available(o, minReady) {
+				n++
+				isAvail[o] = true
+			}
+			if o.ready {
+				readyAll++
+			}
 		}
-		if o.ready {
-			readyAll++
-		}
+		return n
 	}
-	for _, o := range oldPods {
-		if p.available(o, minReady) {
-			availOld++
-			isAvail[o] = true
-		}
-		if o.ready {
-			readyAll++
-		}
-	}
+	availNew, availOld := countAvailable(newPods), countAvailable(oldPods)
 
 	// Progress: any change of the counters restarts the deadline.
 	cur := Progress{Hash: hash, Replicas: int32(len(newPods) + len(oldPods)), Updated: int32(len(newPods)), Available: availNew + availOld, Old: int32(len(oldPods)), Since: p.now}

@@ -372,7 +372,6 @@ func TestDeploymentRolloutProperties(t *testing.T) {
 		s.objects[0] = deploymentObj("web", R, "v2", mut)
 		final := "v2"
 		switchAt := rapid.IntRange(0, 20).Draw(rt, "v3At")
-		var stale []Memory
 		for step := 0; ; step++ {
 			if step == switchAt && rapid.Bool().Draw(rt, "v3") {
 				// Another commit lands mid-rollout.
@@ -382,29 +381,11 @@ func TestDeploymentRolloutProperties(t *testing.T) {
 			if step > 300 {
 				rt.Fatalf("rollout not finished:\n%s", s.dump())
 			}
-			switch rapid.IntRange(0, 9).Draw(rt, "kill") {
-			case 0:
-				s.memory = Memory{}
-			case 1:
-				if len(stale) > 0 {
-					s.memory = stale[rapid.IntRange(0, len(stale)-1).Draw(rt, "stale")]
-				}
-			}
-			r := s.compute()
-			if again := s.compute(); !reflect.DeepEqual(r, again) {
-				rt.Fatal("passes over the same input differ")
-			}
-			s.memory = r.Memory
-			stale = append(stale, r.Memory)
+			r := s.chaosPass(rt, 10)
 			if r.Changes() == 0 && s.settled() && r.Wake.IsZero() {
 				break
 			}
-			if rapid.IntRange(0, 4).Draw(rt, "partial") == 0 {
-				n := rapid.IntRange(0, 3).Draw(rt, "applied")
-				s.apply(r, func(i int) bool { return i < n })
-			} else {
-				s.apply(r, nil)
-			}
+			s.chaosApply(rt, r, 5)
 			check()
 			s.tick()
 			check()

@@ -1,7 +1,6 @@
 package workload
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -16,18 +15,6 @@ import (
 
 	"berth.dev/berth/render"
 )
-
-func roundTrip(t tb, m Memory) Memory {
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out Memory
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func TestOptionsValidate(t *testing.T) {
 	if _, err := Compute(Input{}, Options{}); !errors.Is(err, ErrNoTemplateHash) {
@@ -90,37 +77,15 @@ func TestFleetSurvivesControllerKills(t *testing.T) {
 		s.terminateSteps = rapid.IntRange(0, 2).Draw(rt, "terminateSteps")
 		s.run(100, nil)
 		s.objects = fleetObjects("v2", R)
-		var stale []Memory
 		for step := 0; ; step++ {
 			if step > 300 {
 				rt.Fatalf("not converged:\n%s", s.dump())
 			}
-			switch rapid.IntRange(0, 5).Draw(rt, "kill") {
-			case 0:
-				s.memory = Memory{}
-			case 1:
-				if len(stale) > 0 {
-					s.memory = stale[rapid.IntRange(0, len(stale)-1).Draw(rt, "stale")]
-				}
-			}
-			r := s.compute()
-			// The memory survives the status branch: a pass from its JSON
-			// decides the same.
-			s.memory = roundTrip(rt, s.memory)
-			if again := s.compute(); !reflect.DeepEqual(r, again) {
-				rt.Fatalf("pass differs after a JSON round trip of its memory:\n%+v\n%+v", r.Memory, again.Memory)
-			}
-			s.memory = r.Memory
-			stale = append(stale, r.Memory)
+			r := s.chaosPass(rt, 6)
 			if r.Changes() == 0 && s.settled() && r.Wake.IsZero() {
 				break
 			}
-			if rapid.Bool().Draw(rt, "partial") {
-				n := rapid.IntRange(0, 3).Draw(rt, "applied")
-				s.apply(r, func(i int) bool { return i < n })
-			} else {
-				s.apply(r, nil)
-			}
+			s.chaosApply(rt, r, 2)
 			if n := len(s.ownedBy("Deployment", "web")); int32(n) > R+1 {
 				rt.Fatalf("%d web pods > %d + surge 1:\n%s", n, R, s.dump())
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"pgregory.net/rapid"
 
 	"berth.dev/berth/render"
 )
@@ -75,6 +77,56 @@ func obj(kind string, name string, v any) *render.Object {
 
 var _ = batchv1.Job{}
 
+// chaosPass is one pass of a controller that may have been killed
+// before it: with odds 1 in n its memory is lost, 1 in n it is an older
+// copy. It checks that the pass is deterministic and decides the same
+// from its memory's JSON (what the status branch keeps), and keeps the
+// memory for the next pass.
+func (s *sim) chaosPass(rt *rapid.T, n int) Result {
+	switch rapid.IntRange(0, n-1).Draw(rt, "kill") {
+	case 0:
+		s.memory = Memory{}
+	case 1:
+		if len(s.history) > 0 {
+			s.memory = s.history[rapid.IntRange(0, len(s.history)-1).Draw(rt, "stale")]
+		}
+	}
+	r := s.compute()
+	if again := s.compute(); !reflect.DeepEqual(r, again) {
+		rt.Fatal("two passes over the same input differ")
+	}
+	s.memory = roundTrip(rt, s.memory)
+	if again := s.compute(); !reflect.DeepEqual(r, again) {
+		rt.Fatalf("a pass differs after a JSON round trip of its memory:\n%+v\n%+v", r.Memory, again.Memory)
+	}
+	s.memory = r.Memory
+	s.history = append(s.history, r.Memory)
+	return r
+}
+
+// chaosApply applies a pass, or (odds 1 in n) only its first few
+// actions, as a controller killed half way would.
+func (s *sim) chaosApply(rt *rapid.T, r Result, n int) {
+	if rapid.IntRange(0, n-1).Draw(rt, "partial") == 0 {
+		k := rapid.IntRange(0, 3).Draw(rt, "applied")
+		s.apply(r, func(i int) bool { return i < k })
+		return
+	}
+	s.apply(r, nil)
+}
+
+func roundTrip(t tb, m Memory) Memory {
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Memory
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // tb is what the harness needs of testing.T and rapid.T.
 type tb interface {
 	Helper()
@@ -101,8 +153,10 @@ type sim struct {
 	machines []Machine
 	pods     map[string]*simPod
 	memory   Memory
-	objects  []*render.Object
-	opts     Options
+	// history holds every memory a pass returned, for stale copies.
+	history []Memory
+	objects []*render.Object
+	opts    Options
 	// readyAfter decides how many steps a new pod takes to be Ready.
 	readyAfter func(name string) int
 	// runFor and exit decide how a pod of restartPolicy != Always ends.
@@ -349,6 +403,17 @@ func (s *sim) ownedBy(kind, name string) []*simPod {
 	}
 	slices.SortFunc(out, func(a, b *simPod) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// notReady counts an owner's pods that are not ready.
+func (s *sim) notReady(kind, name string) int {
+	n := 0
+	for _, p := range s.ownedBy(kind, name) {
+		if !p.Ready {
+			n++
+		}
+	}
+	return n
 }
 
 func workloadOf(t tb, r Result, kind, name string) Workload {

@@ -24,9 +24,7 @@ const (
 // counts them again) until the Job is finished and
 // ttlSecondsAfterFinished has passed.
 func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[string]string) Workload {
-	pods := p.pods(owner)
-	mem := p.memory(owner)
-	b := newBuilder(owner)
+	_, pods, mem, b := p.start(owner)
 	if mem.Job == nil {
 		mem.Job = &JobMemory{}
 	}

@@ -1,7 +1,6 @@
 package workload
 
 import (
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -240,24 +239,12 @@ func TestJobProperties(t *testing.T) {
 			if step > 200 {
 				rt.Fatalf("not finished:\n%s", s.dump())
 			}
-			if rapid.IntRange(0, 5).Draw(rt, "kill") == 0 {
-				s.memory = Memory{}
-			}
-			r := s.compute()
-			if again := s.compute(); !reflect.DeepEqual(r, again) {
-				rt.Fatal("non-deterministic")
-			}
-			s.memory = r.Memory
+			r := s.chaosPass(rt, 6)
 			w := workloadOf(rt, r, "Job", "j")
 			if r.Changes() == 0 && s.settled() && (condition(w, "Complete").Status != "" || condition(w, "Failed").Status != "") {
 				break
 			}
-			if rapid.IntRange(0, 4).Draw(rt, "partial") == 0 {
-				n := rapid.IntRange(0, 2).Draw(rt, "applied")
-				s.apply(r, func(i int) bool { return i < n })
-			} else {
-				s.apply(r, nil)
-			}
+			s.chaosApply(rt, r, 5)
 			active, succeeded := int32(0), int32(0)
 			doneIdx := map[string]bool{}
 			for _, p := range s.ownedBy("Job", "j") {

@@ -21,11 +21,8 @@ import (
 // Ready; OnDelete only gives new pods the new template. A replaced pod
 // keeps its name and its machine.
 func (p *pass) statefulSet(s *appsv1.StatefulSet, ns, name string) Workload {
-	owner := Owner{Kind: "StatefulSet", Namespace: ns, Name: name}
-	pods := p.pods(owner)
-	mem := p.memory(owner)
+	owner, pods, mem, b := p.start(Owner{Kind: "StatefulSet", Namespace: ns, Name: name})
 	mem.Conditions = nil
-	b := newBuilder(owner)
 
 	R := replicasOf(s.Spec.Replicas)
 	start := int32(0)
