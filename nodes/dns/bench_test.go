@@ -32,7 +32,7 @@ func largeInput(n int) Input {
 				ep.Hostname, ep.Subdomain = fmt.Sprintf("%s-%d", s.Name, e), s.Name
 			}
 			s.Endpoints = append(s.Endpoints, ep)
-			in.PodIPs = append(in.PodIPs, Pod{Namespace: s.Namespace, IPs: []netip.Addr{ep.IP}})
+			in.Pods = append(in.Pods, Pod{Namespace: s.Namespace, IPs: []netip.Addr{ep.IP}})
 		}
 		in.Services = append(in.Services, s)
 	}

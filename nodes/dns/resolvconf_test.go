@@ -177,9 +177,13 @@ func TestPodResolvConf(t *testing.T) {
 		want:     ResolvConf{Searches: []string{}},
 		warnings: 1,
 	}}
+	hostBefore := fmt.Sprint(*host)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, warnings := PodResolvConf(tt.in)
+			if fmt.Sprint(*host) != hostBefore {
+				t.Fatalf("the host's configuration was changed: %+v", *host)
+			}
 			if !equalConf(got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}

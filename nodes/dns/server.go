@@ -276,7 +276,7 @@ func (s *Server) Run(ctx context.Context) error {
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { s.serve(ctx, w, r) })
 	var servers []*runningServer
 	for _, pc := range udp {
-		servers = append(servers, &runningServer{srv: &dns.Server{PacketConn: pc, Handler: handler, UDPSize: dns.MaxMsgSize}})
+		servers = append(servers, &runningServer{srv: &dns.Server{PacketConn: pc, Handler: handler, UDPSize: dns.DefaultMsgSize}})
 	}
 	for _, ln := range tcp {
 		servers = append(servers, &runningServer{srv: &dns.Server{Listener: ln, Handler: handler}})

@@ -54,10 +54,10 @@ type Input struct {
 	// Serial is the SOA serial; the agent passes something that grows
 	// with each desired state (its generation, say). 1 when zero.
 	Serial uint32
-	// Pods says how pod address names are answered.
-	Pods     PodMode
+	// PodMode says how pod address names are answered.
+	PodMode  PodMode
 	Services []Service
-	PodIPs   []Pod
+	Pods     []Pod
 	// Namespaces that exist even without a Service or pod in them (so
 	// that <ns>.svc.<domain> is NODATA rather than NXDOMAIN).
 	Namespaces []string
@@ -219,8 +219,8 @@ func NewView(in Input) (*View, error) {
 		zone:    zone,
 		dotZone: "." + zone,
 		ttl:     ttl,
-		podMode: in.Pods,
-		names:   make(map[string]*node, 4*len(in.Services)+2*len(in.PodIPs)+8),
+		podMode: in.PodMode,
+		names:   make(map[string]*node, 4*len(in.Services)+2*len(in.Pods)+8),
 	}
 	v.soa = []dns.RR{v.newSOA(zone, serial)}
 	b := builder{v: v, services: make(map[string]bool, len(in.Services))}
@@ -231,8 +231,8 @@ func NewView(in Input) (*View, error) {
 	for i := range in.Services {
 		b.service(&in.Services[i])
 	}
-	if in.Pods != PodsDisabled {
-		for _, p := range in.PodIPs {
+	if in.PodMode != PodsDisabled {
+		for _, p := range in.Pods {
 			b.pod(p)
 		}
 	}

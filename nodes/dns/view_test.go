@@ -50,7 +50,7 @@ func testInput() Input {
 			{Namespace: "default", Name: "loop1", Type: corev1.ServiceTypeExternalName, ExternalName: "loop2.default.svc.cluster.local"},
 			{Namespace: "default", Name: "loop2", Type: corev1.ServiceTypeExternalName, ExternalName: "loop1.default.svc.cluster.local"},
 		},
-		PodIPs: []Pod{
+		Pods: []Pod{
 			{Namespace: "default", IPs: []netip.Addr{ip("10.244.1.5")}},
 			{Namespace: "db", IPs: []netip.Addr{ip("10.244.1.10")}},
 			{Namespace: "kube-system", IPs: []netip.Addr{ip("10.244.3.3"), ip("fd00:244::3")}},
@@ -171,6 +171,12 @@ func TestViewLookup(t *testing.T) {
 		{"cluster.local.", dns.TypeSOA, noerror, []string{soa}, nil, "", ""},
 		{"cluster.local.", dns.TypeNS, noerror, []string{"cluster.local. 5 IN NS ns.dns.cluster.local."},
 			[]string{"ns.dns.cluster.local. 5 IN A 10.96.0.10"}, "", ""},
+		{"web.default.svc.cluster.local.", dns.TypeANY, noerror, []string{
+			"web.default.svc.cluster.local. 5 IN A 10.96.0.20",
+			"web.default.svc.cluster.local. 5 IN AAAA fd00:96::20",
+			"web.default.svc.cluster.local. 5 IN SRV 0 50 80 web.default.svc.cluster.local.",
+			"web.default.svc.cluster.local. 5 IN SRV 0 50 9090 web.default.svc.cluster.local.",
+		}, nil, "", ""},
 		{"dns-version.cluster.local.", dns.TypeTXT, noerror, []string{`dns-version.cluster.local. 5 IN TXT "1.1.0"`}, nil, "", ""},
 		// ExternalName: a CNAME, chased in the zone, handed back out of it.
 		{"ext.default.svc.cluster.local.", dns.TypeCNAME, noerror, []string{"ext.default.svc.cluster.local. 5 IN CNAME www.example.com."}, nil, "", ""},
@@ -265,7 +271,7 @@ func TestViewCNAMELoop(t *testing.T) {
 
 func TestViewPodModes(t *testing.T) {
 	in := testInput()
-	in.Pods = PodsInsecure
+	in.PodMode = PodsInsecure
 	v := mustView(t, in)
 	res, _ := v.Lookup("10-1-2-3.empty-ns.pod.cluster.local.", dns.TypeA)
 	if got := rrTexts(res.Answer); !slices.Equal(got, []string{"10-1-2-3.empty-ns.pod.cluster.local. 5 IN A 10.1.2.3"}) {
@@ -280,7 +286,7 @@ func TestViewPodModes(t *testing.T) {
 		t.Errorf("insecure pod name that is no address: %s", dns.RcodeToString[res.Rcode])
 	}
 
-	in.Pods = PodsDisabled
+	in.PodMode = PodsDisabled
 	v = mustView(t, in)
 	res, _ = v.Lookup("10-244-3-3.kube-system.pod.cluster.local.", dns.TypeA)
 	if res.Rcode != dns.RcodeNameError {
@@ -324,7 +330,7 @@ func TestViewProblems(t *testing.T) {
 			{Namespace: "ns", Name: "ipext", Type: corev1.ServiceTypeExternalName, ExternalName: "10.1.1.1"},
 			{Namespace: "ns", Name: "hl", Headless: true, Endpoints: []Endpoint{{}}},
 		},
-		PodIPs: []Pod{{Namespace: "ns", IPs: []netip.Addr{{}}}},
+		Pods: []Pod{{Namespace: "ns", IPs: []netip.Addr{{}}}},
 	})
 	if got := len(v.Problems()); got != 7 {
 		t.Errorf("%d problems, want 7:\n%s", got, strings.Join(v.Problems(), "\n"))
