@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"berth.dev/berth/internal/gittest"
 )
 
 func TestAddNoteReadByGit(t *testing.T) {
@@ -139,4 +141,31 @@ func TestAddNoteFanout(t *testing.T) {
 		}
 	}
 	fsckClean(t, dir)
+}
+
+// BenchmarkAddNote adds a note to one of 300 commits that all have notes
+// (a fanned-out notes tree) each time.
+func BenchmarkAddNote(b *testing.B) {
+	src := gittest.NewBare(b)
+	var commits []string
+	for i := 0; i < 300; i++ {
+		commits = append(commits, src.Commit(map[string]string{"n": fmt.Sprint(i)}, fmt.Sprint("c", i)))
+	}
+	ctx := context.Background()
+	r, err := Open(ctx, src.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	for _, c := range commits {
+		if _, err := r.AddNote(ctx, "", c, "first", testAuthor); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := r.AddNote(ctx, "", commits[i%300], fmt.Sprint("note ", i), testAuthor); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -315,3 +315,32 @@ func TestWriteStatusInMemoryClone(t *testing.T) {
 		t.Errorf("a/b.yaml = %q, %v", b, err)
 	}
 }
+
+// BenchmarkWriteStatus writes a status of 1,000 objects on a bare
+// repository, one object's file changing each time: the cost of a pass's
+// status commit (only that object's directories are rewritten).
+func BenchmarkWriteStatus(b *testing.B) {
+	src := gittest.NewBare(b)
+	src.Commit(map[string]string{"a": "a"}, "source")
+	ctx := context.Background()
+	r, err := Open(ctx, src.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	files := map[string][]byte{}
+	for i := 0; i < 1000; i++ {
+		files[fmt.Sprintf("objects/ns%d/Deployment/app%d.yaml", i%20, i)] = fmt.Appendf(nil, "ready: %d\n", i)
+	}
+	st := Status{Files: files, Message: "status", Author: testAuthor}
+	if _, _, err := r.WriteStatus(ctx, st); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		files["objects/ns3/Deployment/app3.yaml"] = fmt.Appendf(nil, "ready: %d\n", i)
+		if _, changed, err := r.WriteStatus(ctx, st); err != nil || !changed {
+			b.Fatalf("WriteStatus: %v, %v", changed, err)
+		}
+	}
+}
