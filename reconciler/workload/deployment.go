@@ -51,7 +51,9 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 		taken[o.Name] = true
 		switch {
 		case o.Terminating:
-			if !o.lost {
+			// Stopping pods hold their place in the surge, unless their
+			// machine cannot be reached to finish stopping them.
+			if !o.lost && !o.frozen {
 				terminating++
 				if o.hash != hash {
 					terminatingOld++
