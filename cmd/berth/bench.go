@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -59,6 +61,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "longest wait for one run's pods")
 	output := fs.String("o", "text", "output `format`: text or json")
 	verbose := fs.Bool("v", false, "log the agent's warnings on stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the agent side) to `file`")
 	if code, stop := parse(e, fs, args[1:]); stop {
 		return code
 	}
@@ -83,6 +86,17 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	}
 	if *verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fail(e, "bench agent: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(e, "bench agent: cpu profile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.Bench(ctx, opts)
 	if res != nil && *output == "json" {
