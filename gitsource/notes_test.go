@@ -18,11 +18,7 @@ func TestAddNoteReadByGit(t *testing.T) {
 		t.Fatal("unexpected head")
 	}
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, src.Path())
 	dir := src.Path()
 
 	if _, err := r.Note("", second); !errors.Is(err, ErrNoNote) {
@@ -83,11 +79,7 @@ func TestAddNoteReadByGit(t *testing.T) {
 func TestAddNoteRefuses(t *testing.T) {
 	src, head := sourceRepo(t)
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, src.Path())
 	if _, err := r.AddNote(ctx, "refs/heads/main", head, "x", testAuthor); err == nil {
 		t.Error("a note on refs/heads/main was accepted")
 	}
@@ -110,11 +102,7 @@ func TestAddNoteFanout(t *testing.T) {
 		gitCLI(t, dir, "notes", "--ref=berth", "add", "-m", "git "+c[:7], c)
 	}
 	ctx := context.Background()
-	r, err := Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, dir)
 	for i, c := range commits {
 		if _, err := r.AddNote(ctx, "", c, fmt.Sprint("note ", i), testAuthor); err != nil {
 			t.Fatal(err)
@@ -152,11 +140,7 @@ func BenchmarkAddNote(b *testing.B) {
 		commits = append(commits, src.Commit(map[string]string{"n": fmt.Sprint(i)}, fmt.Sprint("c", i)))
 	}
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(b, src.Path())
 	for _, c := range commits {
 		if _, err := r.AddNote(ctx, "", c, "first", testAuthor); err != nil {
 			b.Fatal(err)

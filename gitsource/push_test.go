@@ -219,11 +219,7 @@ func TestPushGivesUp(t *testing.T) {
 func TestPushErrors(t *testing.T) {
 	src, _ := sourceRepo(t)
 	ctx := context.Background()
-	local, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
+	local := openLocal(t, src.Path())
 	never := func(context.Context) error { t.Error("rebuild called"); return nil }
 	if err := local.Push(ctx, PushOptions{}, never); err == nil {
 		t.Error("push from a local repository without a url succeeded")

@@ -52,6 +52,17 @@ func fsckClean(t testing.TB, dir string) {
 	}
 }
 
+// openLocal opens the repository at dir for the test, closed at its end.
+func openLocal(tb testing.TB, dir string) *Repo {
+	tb.Helper()
+	r, err := Open(context.Background(), dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Close() })
+	return r
+}
+
 var testAuthor = Signature{Name: "berth test", Email: "status@berth.dev", When: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 
 func sourceRepo(t *testing.T) (*gittest.Repo, string) {
@@ -65,11 +76,7 @@ func sourceRepo(t *testing.T) (*gittest.Repo, string) {
 func TestWriteStatusWithoutWorktree(t *testing.T) {
 	src, head := sourceRepo(t)
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, src.Path())
 
 	files := map[string][]byte{
 		"summary.yaml":                             []byte("ready: 2/3\n"),
@@ -151,11 +158,7 @@ func TestWriteStatusWithoutWorktree(t *testing.T) {
 func TestWriteStatusRefuses(t *testing.T) {
 	src, head := sourceRepo(t)
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, src.Path())
 	ok := map[string][]byte{"a.yaml": []byte("x\n")}
 	for name, tc := range map[string]struct {
 		st   Status
@@ -189,11 +192,7 @@ func TestWriteStatusRefuses(t *testing.T) {
 func TestWriteStatusLockHeld(t *testing.T) {
 	src, _ := sourceRepo(t)
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(t, src.Path())
 	// A git process holds the branch's lock (as git push does while it
 	// updates the reference).
 	lock := filepath.Join(src.Path(), "refs", "heads", "berth", "status.lock")
@@ -203,7 +202,7 @@ func TestWriteStatusLockHeld(t *testing.T) {
 	if err := os.WriteFile(lock, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = r.WriteStatus(ctx, Status{Files: map[string][]byte{"a": []byte("1\n")}, Message: "m"})
+	_, _, err := r.WriteStatus(ctx, Status{Files: map[string][]byte{"a": []byte("1\n")}, Message: "m"})
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "status.lock exists") {
 		t.Fatalf("WriteStatus with the lock held: %v; want ErrConflict naming the lock", err)
 	}
@@ -323,11 +322,7 @@ func BenchmarkWriteStatus(b *testing.B) {
 	src := gittest.NewBare(b)
 	src.Commit(map[string]string{"a": "a"}, "source")
 	ctx := context.Background()
-	r, err := Open(ctx, src.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := openLocal(b, src.Path())
 	files := map[string][]byte{}
 	for i := 0; i < 1000; i++ {
 		files[fmt.Sprintf("objects/ns%d/Deployment/app%d.yaml", i%20, i)] = fmt.Appendf(nil, "ready: %d\n", i)
