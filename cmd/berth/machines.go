@@ -449,6 +449,8 @@ type machineStatus struct {
 	Healthy   bool          `json:"healthy"`
 	Error     string        `json:"error,omitempty"`
 	Node      *api.NodeInfo `json:"node,omitempty"`
+	// hint says how to pin an unknown host key.
+	hint string
 }
 
 func machinesStatus(ctx context.Context, e *env, f *fleet, machines []*v1alpha1.Machine, o machinesOpts) int {
@@ -497,7 +499,7 @@ func machinesStatus(ctx context.Context, e *env, f *fleet, machines []*v1alpha1.
 		tw.Flush()
 		for _, s := range out {
 			if s.Error != "" {
-				fmt.Fprintf(e.stderr, "%s: %s\n", s.Machine, s.Error)
+				fmt.Fprintf(e.stderr, "%s: %s\n%s", s.Machine, s.Error, s.hint)
 			}
 		}
 	}
@@ -524,7 +526,7 @@ func statusOf(ctx context.Context, f *fleet, m *v1alpha1.Machine) machineStatus 
 	}
 	defer c.Close()
 	if err := c.Connect(ctx); err != nil {
-		s.Error = err.Error()
+		s.Error, s.hint = err.Error(), hostKeyHint(err)
 		return s
 	}
 	s.Reachable = true
@@ -536,7 +538,10 @@ func statusOf(ctx context.Context, f *fleet, m *v1alpha1.Machine) machineStatus 
 		s.Error = "agent: " + err.Error()
 		return s
 	}
-	s.Node, s.Healthy = &n, true
+	s.Node, s.Healthy = &n, n.RuntimeError == ""
+	if !s.Healthy {
+		s.Error = "containerd: " + n.RuntimeError
+	}
 	return s
 }
 
