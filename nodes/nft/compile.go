@@ -103,7 +103,11 @@ func Compile(table string, d *Desired) (*Ruleset, error) {
 	if table == "" {
 		table = DefaultTable
 	}
-	frags := []*fragment{compileGlobal(d)}
+	global, err := compileGlobal(d)
+	if err != nil {
+		return nil, err
+	}
+	frags := []*fragment{global}
 	opts := optionsOf(d)
 	svcs := make([]*Service, len(d.Services))
 	for i := range d.Services {
@@ -175,8 +179,8 @@ func base(name, typ string, hook string, prio int) *Chain {
 func rule(stmts ...Stmt) Rule { return Rule{Stmts: stmts} }
 
 // compileGlobal builds the table-wide part: base chains, dispatch chains,
-// masquerading, and the shared maps and sets.
-func compileGlobal(d *Desired) *fragment {
+// masquerading, the shared maps and sets, and the NetworkPolicies.
+func compileGlobal(d *Desired) (*fragment, error) {
 	f := &fragment{}
 	ctNew := MatchCtState{CtNew}
 	dispatch := VMap{Fields: []Field{IPDaddr, L4Proto, THDport}, Map: mapServiceIPs}
@@ -252,7 +256,10 @@ func compileGlobal(d *Desired) *fragment {
 			f.elem(s.set, e)
 		}
 	}
-	return f
+	if err := compilePolicies(f, d.Policies); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func v4Prefixes(ps []netip.Prefix) []netip.Prefix {

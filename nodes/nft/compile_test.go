@@ -128,6 +128,21 @@ func TestCompileGolden(t *testing.T) {
 				Ports: []EndpointPort{{Name: "dns", Port: 5353}, {Name: "dns-tcp", Port: 5353}}}}
 		}))},
 	}
+	withPolicies := node(web(nil))
+	withPolicies.Policies = []Policy{
+		{Namespace: "shop", Name: "web-in", Pods: []netip.Addr{addr("198.18.16.5")}, Ingress: true,
+			IngressRules: []PolicyRule{
+				{Peers: []PolicyPeer{{IPs: []netip.Addr{addr("198.18.32.7"), addr("198.18.32.8")}}}, Ports: []PolicyPort{{Protocol: TCP, Port: 8080}}},
+				{Peers: []PolicyPeer{{Block: prefix("198.18.128.0/17"), Except: []netip.Prefix{prefix("198.18.200.0/24")}}},
+					Ports: []PolicyPort{{Protocol: UDP, Port: 5000, EndPort: 5010}, {Protocol: SCTP}}},
+			}},
+		{Namespace: "shop", Name: "deny-egress", Pods: []netip.Addr{addr("198.18.16.5"), addr("198.18.16.6")}, Egress: true},
+		{Namespace: "shop", Name: "allow-all", Pods: []netip.Addr{addr("198.18.16.6")}, Ingress: true, IngressRules: []PolicyRule{{}}},
+	}
+	cases = append(cases, struct {
+		name string
+		d    *Desired
+	}{"policies", withPolicies})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r, err := Compile("berth", c.d)
@@ -165,12 +180,15 @@ func TestCompileOrderIndependent(t *testing.T) {
 
 func TestCompileErrors(t *testing.T) {
 	for name, d := range map[string]*Desired{
-		"duplicate service": node(web(nil), web(nil)),
-		"shared address":    node(web(nil), web(func(s *Service) { s.Name = "other" })),
-		"bad protocol":      node(web(func(s *Service) { s.Ports[0].Protocol = "ICMP" })),
-		"port 0":            node(web(func(s *Service) { s.Ports[0].Port = 0 })),
-		"no name":           node(web(func(s *Service) { s.Name = "" })),
-		"duplicate port":    node(web(func(s *Service) { s.Ports = append(s.Ports, s.Ports[0]) })),
+		"duplicate service":   node(web(nil), web(nil)),
+		"shared address":      node(web(nil), web(func(s *Service) { s.Name = "other" })),
+		"bad protocol":        node(web(func(s *Service) { s.Ports[0].Protocol = "ICMP" })),
+		"port 0":              node(web(func(s *Service) { s.Ports[0].Port = 0 })),
+		"no name":             node(web(func(s *Service) { s.Name = "" })),
+		"duplicate port":      node(web(func(s *Service) { s.Ports = append(s.Ports, s.Ports[0]) })),
+		"policy without name": {Policies: []Policy{{Namespace: "a", Ingress: true}}},
+		"policy port range":   {Policies: []Policy{{Namespace: "a", Name: "b", Ingress: true, IngressRules: []PolicyRule{{Ports: []PolicyPort{{Protocol: TCP, Port: 9, EndPort: 8}}}}}}},
+		"policy empty peer":   {Policies: []Policy{{Namespace: "a", Name: "b", Ingress: true, IngressRules: []PolicyRule{{Peers: []PolicyPeer{{}}}}}}},
 	} {
 		if _, err := Compile("berth", d); err == nil {
 			t.Errorf("%s: Compile succeeded", name)

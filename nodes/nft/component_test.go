@@ -25,7 +25,7 @@ type lab struct {
 	router, a, b, client *testNetns
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	l := &lab{router: newNetns(t, "r"), a: newNetns(t, "a"), b: newNetns(t, "b"), client: newNetns(t, "c")}
 	link(t, l.router, "198.18.16.1/30", l.a, "198.18.16.2/30")
 	link(t, l.router, "198.18.16.5/30", l.b, "198.18.16.6/30")
@@ -318,8 +318,8 @@ func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
 		t.Errorf("shrinking to one service: %+v", st)
 	}
 	out = ns.nft(t, "list", "table", "ip", "berth-test")
-	if n := strings.Count(out, "\tchain "); n != 16 {
-		t.Errorf("%d chains left, want 14 table-wide and 2 for the service:\n%s", n, out)
+	if n := strings.Count(out, "\tchain "); n != 19 {
+		t.Errorf("%d chains left, want 17 table-wide and 2 for the service:\n%s", n, out)
 	}
 }
 
@@ -414,5 +414,65 @@ func TestGoldenFilesLoad(t *testing.T) {
 	for _, f := range files {
 		ns.nft(t, "-f", f)
 		ns.nft(t, "delete", "table", "ip", "berth")
+	}
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	l := newLab(t)
+	l.client.listen(t, "198.18.64.2:9090", "client")
+	s := l.router.syncer(t)
+	ctx := context.Background()
+	d := labDesired(ep("198.18.16.2", 8080, true, true))
+	// Pod a takes connections on 8080 from pod b only. Pod b may reach
+	// 198.18.0.0/16 except pod a's /30.
+	d.Policies = []Policy{
+		{Namespace: "shop", Name: "a-from-b", Pods: []netip.Addr{addr("198.18.16.2")}, Ingress: true,
+			IngressRules: []PolicyRule{{
+				Peers: []PolicyPeer{{IPs: []netip.Addr{addr("198.18.16.6")}}},
+				Ports: []PolicyPort{{Protocol: TCP, Port: 8080}},
+			}}},
+	}
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(from *testNetns, to string) bool {
+		_, err := from.dial(t, to)
+		return err == nil
+	}
+	if !allowed(l.b, "198.18.16.2:8080") {
+		t.Error("b cannot reach a: the policy allows it")
+	}
+	if allowed(l.client, "198.18.16.2:8080") {
+		t.Error("the client reaches a directly: the policy denies it")
+	}
+	if allowed(l.client, "198.19.0.10:80") {
+		t.Error("the client reaches a through its Service: the policy denies it")
+	}
+	if !allowed(l.a, "198.18.64.2:9090") {
+		t.Error("a cannot reach the client: a is not isolated for egress")
+	}
+
+	d.Policies = append(d.Policies, Policy{Namespace: "shop", Name: "b-out", Pods: []netip.Addr{addr("198.18.16.6")}, Egress: true,
+		EgressRules: []PolicyRule{{Peers: []PolicyPeer{{Block: prefix("198.18.0.0/16"), Except: []netip.Prefix{prefix("198.18.16.0/30")}}}}}})
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full || st.ServicesChanged != 0 {
+		t.Errorf("adding a policy: %+v", st)
+	}
+	if allowed(l.b, "198.18.16.2:8080") {
+		t.Error("b reaches a: b's egress policy excepts a's /30")
+	}
+	if !allowed(l.b, "198.18.64.2:9090") {
+		t.Error("b cannot reach the client: its egress policy allows 198.18.0.0/16")
+	}
+
+	// Without policies everything flows again.
+	d.Policies = nil
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if !allowed(l.client, "198.18.16.2:8080") || !allowed(l.b, "198.18.16.2:8080") {
+		t.Error("traffic still denied after the policies were removed")
 	}
 }

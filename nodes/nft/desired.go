@@ -46,6 +46,8 @@ type Desired struct {
 	// dropped rather than routed out.
 	ServiceCIDRs []netip.Prefix
 	Services     []Service
+	// Policies are the NetworkPolicies that select pods on this machine.
+	Policies []Policy
 }
 
 // Service is one Service with its endpoints already resolved.

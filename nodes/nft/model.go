@@ -236,12 +236,15 @@ func priorityName(hook string, p int) string {
 		return "dstnat"
 	case hook == "postrouting" && p == prioSrcNAT:
 		return "srcnat"
+	case p == prioFilter:
+		return "filter"
 	}
 	return fmt.Sprint(p)
 }
 
 const (
 	prioDstNAT = -100
+	prioFilter = 0
 	prioSrcNAT = 100
 )
 
@@ -304,17 +307,4 @@ func protoPortKey(p Protocol, port uint16) Element {
 	k[0] = protoNumber(p)
 	binary.BigEndian.PutUint16(k[4:], port)
 	return Element{Text: fmt.Sprintf("%s . %d", protoName(p), port), Key: k}
-}
-
-// prefixKey is an interval element for an IPv4 prefix: [first, last+1).
-func prefixKey(p netip.Prefix) Element {
-	p = p.Masked()
-	first := p.Addr().As4()
-	start := binary.BigEndian.Uint32(first[:])
-	size := uint64(1) << (32 - p.Bits())
-	end := make([]byte, 4)
-	if uint64(start)+size <= 0xffffffff {
-		binary.BigEndian.PutUint32(end, uint32(uint64(start)+size))
-	} // else the range ends at the top of the space: end stays 0 (see lowering)
-	return Element{Text: p.String(), Key: first[:], KeyEnd: end}
 }

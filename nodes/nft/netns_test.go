@@ -174,13 +174,16 @@ func (n *testNetns) listen(t testing.TB, addr, reply string) {
 	}()
 }
 
+// dialTimeout bounds a connect: a dropped SYN is a denial.
+const dialTimeout = time.Second
+
 // dial connects from the namespace to addr and returns the first line read.
 func (n *testNetns) dial(t testing.TB, addr string) (string, error) {
 	t.Helper()
 	var conn net.Conn
 	var derr error
 	n.do(t, func() error {
-		d := net.Dialer{Timeout: 2 * time.Second}
+		d := net.Dialer{Timeout: dialTimeout}
 		conn, derr = d.Dial("tcp4", addr)
 		return nil
 	})

@@ -192,7 +192,10 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	start := time.Now()
 	st := SyncStats{Services: len(d.Services)}
 
-	global := compileGlobal(d)
+	global, err := compileGlobal(d)
+	if err != nil {
+		return err
+	}
 	opts := optionsOf(d)
 	recompileAll := opts != s.opts || !s.synced && s.global == nil
 	s.gen++
