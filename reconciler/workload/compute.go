@@ -108,9 +108,13 @@ func Compute(in Input, opts Options) (Result, error) {
 			if o.Terminating {
 				continue
 			}
+			gone := owner
+			if cj := o.Labels[LabelCronJob]; cj != "" && owner.Kind == "Job" {
+				gone = Owner{Kind: "CronJob", Namespace: owner.Namespace, Name: cj}
+			}
 			res.Orphans = append(res.Orphans, Stop{
 				Namespace: o.Namespace, Name: o.Name, Owner: owner, Machine: o.Machine,
-				Reason: owner.String() + " is no longer in the repository",
+				Reason: gone.String() + " is no longer in the repository",
 			})
 		}
 	}

@@ -167,6 +167,9 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 			actions = append(actions, "start "+pn)
 		case cur != nil && old == nil:
 			b.keep(cur, tmplFor(m), "")
+			if !curAvail {
+				waits = append(waits, cur.Name+" to be available")
+			}
 		case cur != nil && old != nil:
 			b.keep(cur, tmplFor(m), "")
 			if curAvail {
@@ -232,8 +235,8 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 		}
 	}
 	st.UnavailableReplicas = max(0, N-st.AvailableReplicas)
-	if st.UpdatedReplicas < N && len(actions) == 0 && len(toUpdate) > 0 {
-		waits = append(waits, "updated pods to be available")
+	if len(waits) > 3 {
+		waits = append(waits[:3], fmt.Sprintf("%d more", len(waits)-3))
 	}
 	var reason string
 	switch {
