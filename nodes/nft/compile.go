@@ -65,7 +65,8 @@ const nameBaseMax = 255 - 16
 // name stays unique and similar names look different) and truncates it.
 func hashAndTruncate(name string) string {
 	h := sha256.Sum256([]byte(name))
-	s := base32.StdEncoding.EncodeToString(h[:])[:8] + "-" + name
+	// 5 bytes are exactly 8 base32 characters.
+	s := base32.StdEncoding.EncodeToString(h[:5]) + "-" + name
 	if len(s) > nameBaseMax {
 		s = s[:nameBaseMax-3] + "..."
 	}
@@ -361,7 +362,8 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 	if portName == "" {
 		portName = "p" + strconv.Itoa(int(p.Port))
 	}
-	nameBase := hashAndTruncate(fmt.Sprintf("%s/%s/%s/%s", s.Namespace, s.Name, proto, portName))
+	portBase := s.Namespace + "/" + s.Name + "/" + proto + "/" + portName
+	nameBase := hashAndTruncate(portBase)
 	svcChain := prefixService + nameBase
 	localChain := prefixLocal + nameBase
 	extChain := prefixExternal + nameBase
@@ -383,7 +385,7 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 			continue
 		}
 		seen[ap] = true
-		epBase := hashAndTruncate(fmt.Sprintf("%s/%s/%s/%s__%s/%d", s.Namespace, s.Name, proto, portName, e.IP, tp))
+		epBase := hashAndTruncate(portBase + "__" + e.IP.String() + "/" + strconv.Itoa(int(tp)))
 		cluster = append(cluster, &endpoint{ip: e.IP, port: tp, local: e.Local,
 			chain: prefixEndpoint + epBase, aff: prefixAffinity + epBase})
 	}
