@@ -220,7 +220,7 @@ func NewView(in Input) (*View, error) {
 		dotZone: "." + zone,
 		ttl:     ttl,
 		podMode: in.PodMode,
-		names:   make(map[string]*node, 4*len(in.Services)+2*len(in.Pods)+8),
+		names:   make(map[string]*node, sizeHint(in)),
 	}
 	v.soa = []dns.RR{v.newSOA(zone, serial)}
 	b := builder{v: v, services: make(map[string]bool, len(in.Services))}
@@ -246,6 +246,20 @@ func NewView(in Input) (*View, error) {
 	}
 	b.finish()
 	return v, nil
+}
+
+// sizeHint estimates a View's names: a Service's name, port names and
+// address's PTR; an endpoint's name and PTR; a pod's name and PTR.
+func sizeHint(in Input) int {
+	n := 16
+	for i := range in.Services {
+		s := &in.Services[i]
+		n += 1 + 2*len(s.Ports) + len(s.ClusterIPs) + 2*len(s.Endpoints)
+	}
+	for _, p := range in.Pods {
+		n += 2 * len(p.IPs)
+	}
+	return n
 }
 
 // Domain is the cluster domain, without the final dot.
@@ -460,10 +474,47 @@ func (v *View) lookupReverse(name string, qtype uint16) (Result, bool) {
 	return Result{}, false
 }
 
-// builder fills a View's names.
+// builder fills a View's names. Records, nodes and one-record sets are
+// carved from chunks rather than allocated one by one: a big View has
+// hundreds of thousands of them, all living exactly as long as the View,
+// and building it is mostly allocation otherwise.
 type builder struct {
 	v        *View
 	services map[string]bool // the Services' names, to find duplicates
+
+	nodes slab[node]
+	as    slab[dns.A]
+	aaaas slab[dns.AAAA]
+	ptrs  slab[dns.PTR]
+	srvs  slab[dns.SRV]
+	sets  []dns.RR      // backing of one-record sets
+	ipv4  slab[[4]byte] // backing of A records' addresses
+	ipv6  slab[[16]byte]
+}
+
+// slab hands out pointers into chunks of 512 values.
+type slab[T any] struct{ chunk []T }
+
+func (s *slab[T]) new() *T {
+	if len(s.chunk) == cap(s.chunk) {
+		s.chunk = make([]T, 0, 512)
+	}
+	s.chunk = s.chunk[:len(s.chunk)+1]
+	return &s.chunk[len(s.chunk)-1]
+}
+
+// add appends rr to a record set; a set's first record takes a slot of
+// the slab (with no room to grow, so a second append copies).
+func (b *builder) add(set []dns.RR, rr dns.RR) []dns.RR {
+	if set != nil {
+		return append(set, rr)
+	}
+	if len(b.sets) == cap(b.sets) {
+		b.sets = make([]dns.RR, 0, 512)
+	}
+	i := len(b.sets)
+	b.sets = append(b.sets, rr)
+	return b.sets[i : i+1 : i+1]
 }
 
 func (b *builder) problem(format string, args ...any) {
@@ -477,14 +528,14 @@ func (b *builder) node(name string) *node {
 	if n != nil {
 		return n
 	}
-	n = &node{}
+	n = b.nodes.new()
 	b.v.names[name] = n
 	for parent := name; parent != b.v.zone; {
 		_, parent, _ = strings.Cut(parent, ".")
 		if parent == "" || b.v.names[parent] != nil {
 			break
 		}
-		b.v.names[parent] = &node{}
+		b.v.names[parent] = b.nodes.new()
 	}
 	return n
 }
@@ -494,7 +545,7 @@ func (b *builder) node(name string) *node {
 func (b *builder) reverseNode(name string) *node {
 	n := b.v.names[name]
 	if n == nil {
-		n = &node{}
+		n = b.nodes.new()
 		b.v.names[name] = n
 	}
 	return n
@@ -538,12 +589,18 @@ func (b *builder) namespace(ns string) bool {
 func (b *builder) addAddr(n *node, name string, ip netip.Addr) dns.RR {
 	ip = ip.Unmap()
 	if ip.Is4() {
-		rr := &dns.A{Hdr: b.v.hdr(name, dns.TypeA), A: ip.AsSlice()}
-		n.a = append(n.a, rr)
+		a := b.ipv4.new()
+		*a = ip.As4()
+		rr := b.as.new()
+		*rr = dns.A{Hdr: b.v.hdr(name, dns.TypeA), A: a[:]}
+		n.a = b.add(n.a, rr)
 		return rr
 	}
-	rr := &dns.AAAA{Hdr: b.v.hdr(name, dns.TypeAAAA), AAAA: ip.AsSlice()}
-	n.aaaa = append(n.aaaa, rr)
+	a := b.ipv6.new()
+	*a = ip.As16()
+	rr := b.aaaas.new()
+	*rr = dns.AAAA{Hdr: b.v.hdr(name, dns.TypeAAAA), AAAA: a[:]}
+	n.aaaa = b.add(n.aaaa, rr)
 	return rr
 }
 
@@ -555,14 +612,18 @@ func (b *builder) addPTR(ip netip.Addr, target string) {
 			return
 		}
 	}
-	n.ptr = append(n.ptr, &dns.PTR{Hdr: b.v.hdr(name, dns.TypePTR), Ptr: target})
+	rr := b.ptrs.new()
+	*rr = dns.PTR{Hdr: b.v.hdr(name, dns.TypePTR), Ptr: target}
+	n.ptr = b.add(n.ptr, rr)
 }
 
 func (b *builder) addSRV(n *node, name string, port int32, target string, extra []dns.RR) {
 	if n.srv == nil {
 		n.srv = &srvSet{}
 	}
-	n.srv.rrs = append(n.srv.rrs, &dns.SRV{Hdr: b.v.hdr(name, dns.TypeSRV), Port: uint16(port), Target: target})
+	rr := b.srvs.new()
+	*rr = dns.SRV{Hdr: b.v.hdr(name, dns.TypeSRV), Port: uint16(port), Target: target}
+	n.srv.rrs = b.add(n.srv.rrs, rr)
 	n.srv.extra = append(n.srv.extra, extra...)
 }
 
@@ -745,10 +806,14 @@ func endpointHostname(ep Endpoint, service string) string {
 
 // dashed writes an address as one DNS label: 10-0-0-1, fd00--1.
 func dashed(ip netip.Addr) string {
-	if ip.Is4() {
-		return strings.ReplaceAll(ip.String(), ".", "-")
+	var buf [64]byte
+	b := ip.AppendTo(buf[:0])
+	for i, c := range b {
+		if c == '.' || c == ':' {
+			b[i] = '-'
+		}
 	}
-	return strings.ReplaceAll(ip.String(), ":", "-")
+	return string(b)
 }
 
 // parseDashed reads a label written by dashed (or another spelling of the
@@ -770,6 +835,7 @@ func parseDashed(label string) (netip.Addr, bool) {
 // reverseName is the in-addr.arpa or ip6.arpa name of an address.
 func reverseName(ip netip.Addr) string {
 	var b strings.Builder
+	b.Grow(73) // the longest, an ip6.arpa name
 	if ip.Is4() {
 		a := ip.As4()
 		for i := 3; i >= 0; i-- {
