@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -85,16 +86,24 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 		}
 	}
 
-	base := func(m string) string { return name + "-" + suffix(m) }
-	newName := func(m string, n *node) string {
-		taken := false
-		for _, o := range append(n.live, n.terminating...) {
-			taken = taken || o.Name == base(m)
+	// A machine's pod is <name>-<suffix of the machine>; while that name
+	// is taken (the old pod surges, or still stops), the suffix derives
+	// from the machine and the template hash.
+	taken := make(map[string]bool, len(pods))
+	for _, o := range pods {
+		taken[o.Name] = true
+	}
+	newName := func(m string) string {
+		pn := name + "-" + suffix(m)
+		for i := 0; taken[pn]; i++ {
+			key := m + "/" + hash
+			if i > 0 {
+				key += "/" + strconv.Itoa(i)
+			}
+			pn = name + "-" + suffix(key)
 		}
-		if !taken {
-			return base(m)
-		}
-		return name + "-" + suffix(m+"/"+hash)
+		taken[pn] = true
+		return pn
 	}
 
 	st := &b.w.Status
@@ -105,7 +114,6 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 	var unavailable int32
 	type pending struct {
 		m   string
-		n   *node
 		old *obs
 	}
 	var toUpdate []pending
@@ -162,7 +170,7 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 				waits = append(waits, n.terminating[0].Name+" to stop")
 				break
 			}
-			pn := newName(m, n)
+			pn := newName(m)
 			b.add(pn, hash, tmplFor(m), m, nil, "machine "+m+" is eligible")
 			actions = append(actions, "start "+pn)
 		case cur != nil && old == nil:
@@ -182,7 +190,7 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 		case !rolling:
 			b.keep(old, nil, "")
 		default:
-			toUpdate = append(toUpdate, pending{m, n, old})
+			toUpdate = append(toUpdate, pending{m, old})
 		}
 	}
 	// Rolling update of machines still on an old revision: unavailable
@@ -211,7 +219,7 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 			}
 			replace := func(why string) {
 				if maxSurge > 0 && avail {
-					pn := newName(u.m, u.n)
+					pn := newName(u.m)
 					b.keep(u.old, nil, "")
 					b.add(pn, hash, tmplFor(u.m), u.m, nil, why)
 					actions = append(actions, "start "+pn+" beside "+u.old.Name)

@@ -1,0 +1,184 @@
+package workload
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"pgregory.net/rapid"
+
+	"berth.dev/berth/render"
+)
+
+// TestArbitraryObservations feeds Compute whatever the agents might say
+// (pods in any phase, on machines reachable, unreachable or gone, with
+// stray names, labels and hashes, a memory from elsewhere) and checks the
+// rules no pass may break: it is deterministic; no pod is wanted twice;
+// a new pod never takes the name of a pod that may still run; a pod is
+// replaced only when it is there; and every observed pod of a workload is
+// either wanted or stopped, never both, never forgotten.
+func TestArbitraryObservations(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		images := []string{"v1", "v2", "v3"}
+		img := func(label string) string { return rapid.SampledFrom(images).Draw(rt, label) }
+		n := func(label string, max int32) int32 { return rapid.Int32Range(0, max).Draw(rt, label) }
+		objects := []*render.Object{
+			deploymentObj("d", n("dReplicas", 5), img("dImage"), func(d *appsv1.Deployment) {
+				if rapid.Bool().Draw(rt, "recreate") {
+					d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+				} else {
+					d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{
+						MaxSurge: ptr(intstr.FromInt32(n("surge", 2))), MaxUnavailable: ptr(intstr.FromInt32(n("unav", 2)))}
+				}
+				d.Spec.Paused = rapid.Bool().Draw(rt, "paused")
+				d.Spec.MinReadySeconds = n("minReady", 30)
+			}),
+			statefulSetObj("s", n("sReplicas", 4), img("sImage"), func(s *appsv1.StatefulSet) {
+				if rapid.Bool().Draw(rt, "parallel") {
+					parallel(s)
+				}
+				s.Spec.UpdateStrategy.RollingUpdate.Partition = ptr(n("partition", 4))
+			}),
+			daemonSetObj("ds", img("dsImage"), intstr.FromInt32(n("dsSurge", 1)), intstr.FromInt32(n("dsUnav", 2))),
+			jobObj("j", jobSpec(n("completions", 4)+1, n("parallelism", 3)+1, func(j *batchv1.JobSpec) {
+				if rapid.Bool().Draw(rt, "indexed") {
+					indexed(j)
+				}
+				if rapid.Bool().Draw(rt, "ttl") {
+					j.TTLSecondsAfterFinished = ptr(n("ttlSeconds", 100))
+				}
+			})),
+			cronJobObj("c", rapid.SampledFrom([]string{"* * * * *", "*/5 * * * *", "0 0 * * *"}).Draw(rt, "schedule"), func(c *batchv1.CronJobSpec) {
+				c.ConcurrencyPolicy = rapid.SampledFrom([]batchv1.ConcurrencyPolicy{batchv1.AllowConcurrent, batchv1.ForbidConcurrent, batchv1.ReplaceConcurrent}).Draw(rt, "policy")
+			}),
+			podObj("p", img("pImage"), ""),
+		}
+		now := t0.Add(time.Duration(rapid.IntRange(0, 3600).Draw(rt, "now")) * time.Second)
+		machines := []Machine{{Name: "m0", Reachable: true}, {Name: "m1", Reachable: rapid.Bool().Draw(rt, "m1Reachable")}, {Name: "m2", Reachable: true}}
+		hashes := []string{fnvHash(ptr(template("v1"))), fnvHash(ptr(template("v2"))), "stray"}
+		cronRun := fmt.Sprintf("c-%d", now.Unix()/60-int64(rapid.IntRange(0, 3).Draw(rt, "cronAge")))
+		owners := []Owner{
+			{"Deployment", "default", "d"}, {"StatefulSet", "default", "s"}, {"DaemonSet", "default", "ds"},
+			{"Job", "default", "j"}, {"Job", "default", cronRun}, {"Pod", "default", "p"}, {"Deployment", "default", "gone"},
+		}
+		names := func(o Owner) []string {
+			switch o.Kind {
+			case "StatefulSet":
+				return []string{"s-0", "s-1", "s-3", "s-7", "s-x"}
+			case "DaemonSet":
+				return []string{"ds-" + suffix("m0"), "ds-" + suffix("m1"), "ds-" + suffix("m2/"+hashes[1]), "ds-" + suffix("m9")}
+			case "Job":
+				return []string{o.Name + "-0", o.Name + "-1", o.Name + "-1-1", o.Name + "-" + suffix(o.Name+"/0"), o.Name + "-" + suffix(o.Name+"/1")}
+			case "Pod":
+				return []string{"p"}
+			}
+			return []string{o.Name + "-" + hashes[0] + "-" + suffix(o.Name+"/"+hashes[0]+"/0"), o.Name + "-" + hashes[1] + "-" + suffix(o.Name+"/"+hashes[1]+"/0"), o.Name + "-x"}
+		}
+		var pods []Pod
+		seen := map[string]bool{}
+		for i := range rapid.IntRange(0, 14).Draw(rt, "pods") {
+			o := rapid.SampledFrom(owners).Draw(rt, fmt.Sprint("owner", i))
+			name := rapid.SampledFrom(names(o)).Draw(rt, fmt.Sprint("name", i))
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			labels := ownerLabels(o)
+			if o.Kind == "Job" {
+				labels[LabelJobCompletionIndex] = fmt.Sprint(rapid.IntRange(0, 5).Draw(rt, fmt.Sprint("index", i)))
+				if o.Name != "j" {
+					labels[LabelCronJob] = "c"
+				}
+			}
+			p := Pod{
+				Namespace: "default", Name: name, Labels: labels,
+				Machine:      rapid.SampledFrom([]string{"m0", "m1", "m2", "m9"}).Draw(rt, fmt.Sprint("machine", i)),
+				TemplateHash: rapid.SampledFrom(hashes).Draw(rt, fmt.Sprint("hash", i)),
+				Phase:        rapid.SampledFrom([]corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown}).Draw(rt, fmt.Sprint("phase", i)),
+				Ready:        rapid.Bool().Draw(rt, fmt.Sprint("ready", i)),
+				Terminating:  rapid.IntRange(0, 4).Draw(rt, fmt.Sprint("terminating", i)) == 0,
+				Created:      now.Add(-time.Duration(rapid.IntRange(0, 600).Draw(rt, fmt.Sprint("age", i))) * time.Second),
+				Containers:   []ContainerState{{Name: "app", RestartCount: rapid.Int32Range(0, 3).Draw(rt, fmt.Sprint("restarts", i))}},
+			}
+			p.StartedAt, p.ReadySince = p.Created, p.Created
+			pods = append(pods, p)
+		}
+		in := Input{Objects: objects, Machines: machines, Pods: pods, Now: now}
+		opts := Options{TemplateHash: fnvHash, RescheduleAfter: time.Minute}
+		machines[1].UnreachableSince = now.Add(-time.Duration(rapid.IntRange(0, 120).Draw(rt, "unreachableFor")) * time.Second)
+		r, err := Compute(in, opts)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		in.Memory = r.Memory
+		r2, _ := Compute(in, opts) // a second pass with its own memory
+		if again, _ := Compute(in, opts); !reflect.DeepEqual(r2, again) {
+			rt.Fatal("non-deterministic")
+		}
+		for _, res := range []Result{r, r2} {
+			observed := map[string]*Pod{}
+			for i := range pods {
+				observed[pods[i].Name] = &pods[i]
+			}
+			lost := func(p *Pod) bool { return p.Machine == "m9" || p.Machine == "m1" && !machines[1].Reachable && now.Sub(machines[1].UnreachableSince) >= time.Minute }
+			wanted := map[string]bool{}
+			for _, w := range res.Workloads {
+				stopped := map[string]bool{}
+				for _, s := range w.Stop {
+					if observed[s.Name] == nil {
+						rt.Fatalf("%s stops %s, which is not there", w.Owner, s.Name)
+					}
+					stopped[s.Name] = true
+				}
+				for _, p := range w.Pods {
+					if wanted[p.Name] {
+						rt.Fatalf("%s wanted twice", p.Name)
+					}
+					wanted[p.Name] = true
+					if stopped[p.Name] {
+						rt.Fatalf("%s both wanted and stopped", p.Name)
+					}
+					o := observed[p.Name]
+					switch p.Action {
+					case Create:
+						if o != nil && !lost(o) {
+							rt.Fatalf("%s creates %s over an observed pod (%+v)", w.Owner, p.Name, *o)
+						}
+						if p.Template == nil {
+							rt.Fatalf("%s creates %s without a template", w.Owner, p.Name)
+						}
+					case Replace:
+						if o == nil || o.Terminating || p.Machine != o.Machine {
+							rt.Fatalf("%s replaces %s, which is not there to replace", w.Owner, p.Name)
+						}
+					case Keep:
+						if o == nil {
+							rt.Fatalf("%s keeps %s, which is not there", w.Owner, p.Name)
+						}
+					}
+				}
+			}
+			for _, o := range res.Orphans {
+				if wanted[o.Name] {
+					rt.Fatalf("orphan %s is wanted", o.Name)
+				}
+				wanted[o.Name] = true
+			}
+			for _, w := range res.Workloads {
+				for _, s := range w.Stop {
+					wanted[s.Name] = true
+				}
+			}
+			for _, p := range pods {
+				if !p.Terminating && !wanted[p.Name] {
+					rt.Fatalf("observed pod %s neither wanted nor stopped", p.Name)
+				}
+			}
+		}
+	})
+}
