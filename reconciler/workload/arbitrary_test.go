@@ -125,7 +125,9 @@ func TestArbitraryObservations(t *testing.T) {
 			for i := range pods {
 				observed[pods[i].Name] = &pods[i]
 			}
-			lost := func(p *Pod) bool { return p.Machine == "m9" || p.Machine == "m1" && !machines[1].Reachable && now.Sub(machines[1].UnreachableSince) >= time.Minute }
+			lost := func(p *Pod) bool {
+				return p.Machine == "m9" || p.Machine == "m1" && !machines[1].Reachable && now.Sub(machines[1].UnreachableSince) >= time.Minute
+			}
 			wanted := map[string]bool{}
 			for _, w := range res.Workloads {
 				stopped := map[string]bool{}
