@@ -123,6 +123,7 @@ type fakeRuntime struct {
 	execFn     func(c *fakeContainer, cmd []string) int    // exec behaviour; default runs the script language
 	stopCode   int32                                       // exit code of a stopped container
 	onStop     func(c *fakeContainer, grace time.Duration) // observes stops
+	onImport   func(path string)                           // observes imports, before they read the archive
 }
 
 type fakeContainer struct {
@@ -189,6 +190,45 @@ func (r *fakeRuntime) EnsureImage(ctx context.Context, ref string, policy corev1
 	img = Image{Ref: ref, ID: "sha256:" + fmt.Sprintf("%064x", len(ref))}
 	r.images[ref] = img
 	return img, nil
+}
+
+// fakeArchiveMagic starts an archive the fake imports: the lines after it
+// name the images the archive holds.
+const fakeArchiveMagic = "fake-archive v1\n"
+
+// fakeArchive is an archive of images refs for the fake runtime.
+func fakeArchive(refs ...string) string {
+	return fakeArchiveMagic + strings.Join(refs, "\n") + "\n"
+}
+
+func (r *fakeRuntime) ImportArchive(ctx context.Context, path string) ([]Image, error) {
+	r.mu.Lock()
+	hook, down := r.onImport, r.down
+	r.mu.Unlock()
+	if down != nil {
+		return nil, down
+	}
+	if hook != nil {
+		hook(path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", path, err)
+	}
+	body, ok := strings.CutPrefix(string(b), fakeArchiveMagic)
+	if !ok {
+		return nil, fmt.Errorf("import %s: unrecognized image format", path)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("import %d bytes", len(b))
+	var out []Image
+	for _, ref := range strings.Fields(body) {
+		img := Image{Ref: ref, ID: "sha256:" + fmt.Sprintf("%064x", len(ref)+1000)}
+		r.images[ref] = img
+		out = append(out, img)
+	}
+	return out, nil
 }
 
 func (r *fakeRuntime) CreateSandbox(ctx context.Context, pod *api.Pod) (Sandbox, error) {

@@ -59,6 +59,9 @@ type Options struct {
 	RuncVersion  string
 	// EventBuffer bounds the events kept (1024 when zero).
 	EventBuffer int
+	// MaxImportSize bounds an image archive that ImportImages receives,
+	// in bytes (DefaultMaxImportSize when zero or less).
+	MaxImportSize int64
 }
 
 // Validate checks the options.
@@ -105,6 +108,9 @@ func (o *Options) defaults() {
 	}
 	if o.AgentVersion == "" {
 		o.AgentVersion = "dev"
+	}
+	if o.MaxImportSize <= 0 {
+		o.MaxImportSize = DefaultMaxImportSize
 	}
 }
 

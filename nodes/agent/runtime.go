@@ -24,6 +24,11 @@ type Runtime interface {
 	// ErrImagePull with the registry's message; Never with a missing image
 	// wraps ErrImageNeverPull.
 	EnsureImage(ctx context.Context, ref string, policy corev1.PullPolicy, auth []api.Sensitive) (Image, error)
+	// ImportArchive imports and unpacks the images of the OCI (or docker
+	// save) archive at path, for machines with no registry, and returns
+	// them by their full names. An unreachable runtime wraps
+	// api.ErrUnavailable.
+	ImportArchive(ctx context.Context, path string) ([]Image, error)
 
 	// CreateSandbox makes the pod's network namespace (bind-mounted, as
 	// containerd's CRI plugin does) and per-pod directories. Calling it

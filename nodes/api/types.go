@@ -122,11 +122,14 @@ type PodPhase = corev1.PodPhase
 
 // PodStatus is what the agent observes of one pod.
 type PodStatus struct {
-	Namespace string   `json:"namespace"`
-	Name      string   `json:"name"`
-	UID       string   `json:"uid"`
-	Hash      string   `json:"hash"`
-	Phase     PodPhase `json:"phase"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+	Hash      string `json:"hash"`
+	// Labels are the pod's labels, as it was given them (selectors over
+	// what runs: berth get pods -l, Service endpoints).
+	Labels map[string]string `json:"labels,omitempty"`
+	Phase  PodPhase          `json:"phase"`
 	// Ready: every app container is ready (readiness probes pass).
 	Ready bool `json:"ready"`
 	// Terminating: the pod is being stopped (it is no longer desired, or
@@ -213,4 +216,13 @@ const (
 type Error struct {
 	Kind    ErrorKind `json:"kind"`
 	Message string    `json:"message"`
+}
+
+// Image is an image present on the machine, as an import reports it.
+type Image struct {
+	// Ref is the image's full name ("docker.io/berth/echo:2").
+	Ref string `json:"ref"`
+	// ID is the content digest of the image config ("sha256:…"), as
+	// container statuses report it in imageID.
+	ID string `json:"id"`
 }
