@@ -25,26 +25,14 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "berth", Subsystem: "dns", Name: "queries_total",
-			Help: "DNS queries received, by transport.",
-		}, []string{"proto"}),
-		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "berth", Subsystem: "dns", Name: "answers_total",
-			Help: "Queries answered from the cluster records, by response code.",
-		}, []string{"rcode"}),
-		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "berth", Subsystem: "dns", Name: "forwards_total",
-			Help: "Queries answered by an upstream resolver, by response code.",
-		}, []string{"rcode"}),
-		upstreamFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "berth", Subsystem: "dns", Name: "upstream_failures_total",
-			Help: "Forwarding attempts that failed (timeout, network error, SERVFAIL or REFUSED), by upstream.",
-		}, []string{"upstream"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "berth", Subsystem: "dns", Name: "failures_total",
-			Help: "Queries that failed: forward (every upstream failed, SERVFAIL sent), malformed (FORMERR or NOTIMP sent), overload (too many forwards waiting, REFUSED sent), write (the response could not be sent).",
-		}, []string{"reason"}),
+		queries:  counterVec("queries_total", "DNS queries received, by transport.", "proto"),
+		answers:  counterVec("answers_total", "Queries answered from the cluster records, by response code.", "rcode"),
+		forwards: counterVec("forwards_total", "Queries answered by an upstream resolver, by response code.", "rcode"),
+		upstreamFailures: counterVec("upstream_failures_total",
+			"Forwarding attempts that failed (timeout, network error, SERVFAIL or REFUSED), by upstream.", "upstream"),
+		failures: counterVec("failures_total", "Queries that failed: forward (every upstream failed, SERVFAIL sent), "+
+			"malformed (FORMERR or NOTIMP sent), overload (too many forwards waiting, REFUSED sent), "+
+			"write (the response could not be sent).", "reason"),
 	}
 	m.udp = m.queries.WithLabelValues("udp")
 	m.tcp = m.queries.WithLabelValues("tcp")
@@ -58,6 +46,10 @@ func newMetrics() *metrics {
 	m.malformedQuery = m.failures.WithLabelValues("malformed")
 	m.overload = m.failures.WithLabelValues("overload")
 	return m
+}
+
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "berth", Subsystem: "dns", Name: name, Help: help}, []string{label})
 }
 
 func rcodeName(rc int) string {

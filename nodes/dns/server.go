@@ -225,6 +225,15 @@ func (s *Server) Listen() error {
 	return nil
 }
 
+// Close releases the sockets Listen bound, for a caller that will not Run
+// after all. Run releases them itself when it returns.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+	return nil
+}
+
 func (s *Server) closeLocked() {
 	for _, c := range s.udp {
 		c.Close()
@@ -232,7 +241,7 @@ func (s *Server) closeLocked() {
 	for _, l := range s.tcp {
 		l.Close()
 	}
-	s.udp, s.tcp = nil, nil
+	s.udp, s.tcp, s.addrs = nil, nil, nil
 }
 
 // listenPair binds UDP and TCP on one address and the same port.

@@ -50,24 +50,36 @@ func startServer(t testing.TB, o Options) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := runServer(t, s)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, s.Addrs()[0]
+}
+
+// runServer binds s and runs it; stop cancels Run and says how it ended.
+func runServer(t testing.TB, s *Server) (stop func() error) {
+	t.Helper()
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	return func() error {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Run: %v", err)
+				return fmt.Errorf("Run: %w", err)
 			}
+			return nil
 		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after its context was cancelled")
+			return errors.New("Run did not return after its context was cancelled")
 		}
-	})
-	return s, s.Addrs()[0]
+	}
 }
 
 func query(t testing.TB, netw, addr, name string, qtype uint16, edns uint16) *dns.Msg {
@@ -525,22 +537,11 @@ func TestServerShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	stop := runServer(t, s)
 	addr := s.Addrs()[0]
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
 	query(t, "tcp", addr, "svc.cluster.local.", dns.TypeA, 0)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 	// The sockets are closed: the same port can be bound again.
 	s2, err := New(Options{Listen: []string{addr}, Upstreams: []string{"192.0.2.1"}})
@@ -550,9 +551,10 @@ func TestServerShutdown(t *testing.T) {
 	if err := s2.Listen(); err != nil {
 		t.Fatalf("port not released: %v", err)
 	}
-	s2.mu.Lock()
-	s2.closeLocked()
-	s2.mu.Unlock()
+	s2.Close()
+	if len(s2.Addrs()) != 0 {
+		t.Errorf("addresses after Close: %v", s2.Addrs())
+	}
 
 	// A busy address is an error from Run.
 	busy, err := net.ListenPacket("udp", "127.0.0.1:0")

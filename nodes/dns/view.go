@@ -857,47 +857,36 @@ func reverseName(ip netip.Addr) string {
 	return b.String()
 }
 
-// parseReverse reads a full reverse name (lowercase) back into an address.
+// parseReverse reads a full reverse name (lowercase) back into an address:
+// four decimal octets under in-addr.arpa, 32 hex nibbles under ip6.arpa,
+// least significant first.
 func parseReverse(name string) (netip.Addr, bool) {
-	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa."); ok {
-		labels := strings.Split(rest, ".")
-		if len(labels) != 4 {
+	count, base, width := 4, 10, 8
+	rest, ok := strings.CutSuffix(name, ".in-addr.arpa.")
+	if !ok {
+		count, base, width = 32, 16, 4
+		if rest, ok = strings.CutSuffix(name, ".ip6.arpa."); !ok {
 			return netip.Addr{}, false
 		}
-		var a [4]byte
-		for i, l := range labels {
-			n, err := strconv.ParseUint(l, 10, 8)
-			if err != nil || (len(l) > 1 && l[0] == '0') {
-				return netip.Addr{}, false
-			}
-			a[3-i] = byte(n)
-		}
-		return netip.AddrFrom4(a), true
 	}
-	if rest, ok := strings.CutSuffix(name, ".ip6.arpa."); ok {
-		labels := strings.Split(rest, ".")
-		if len(labels) != 32 {
+	labels := strings.Split(rest, ".")
+	if len(labels) != count {
+		return netip.Addr{}, false
+	}
+	var a [16]byte
+	for i, l := range labels {
+		n, err := strconv.ParseUint(l, base, width)
+		// No leading zeros in an octet; one digit per nibble.
+		if err != nil || len(l) > 1 && (l[0] == '0' || width == 4) {
 			return netip.Addr{}, false
 		}
-		var a [16]byte
-		for i, l := range labels {
-			if len(l) != 1 {
-				return netip.Addr{}, false
-			}
-			n, err := strconv.ParseUint(l, 16, 8)
-			if err != nil {
-				return netip.Addr{}, false
-			}
-			idx := 15 - i/2
-			if i%2 == 0 {
-				a[idx] |= byte(n)
-			} else {
-				a[idx] |= byte(n) << 4
-			}
-		}
-		return netip.AddrFrom16(a), true
+		bit := (count - 1 - i) * width
+		a[bit/8] |= byte(n) << (8 - width - bit%8)
 	}
-	return netip.Addr{}, false
+	if count == 4 {
+		return netip.AddrFrom4([4]byte(a[:4])), true
+	}
+	return netip.AddrFrom16(a), true
 }
 
 // reverseZoneName is the reverse zone that encloses a prefix, cut to whole
