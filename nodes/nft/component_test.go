@@ -476,3 +476,31 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Error("traffic still denied after the policies were removed")
 	}
 }
+
+func TestConflictingServicesRefused(t *testing.T) {
+	ns := newNetns(t, "conf")
+	s := ns.syncer(t)
+	ctx := context.Background()
+	d := many(3, 1)
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	// svc-2 takes svc-1's ClusterIP: refused, and nothing is sent.
+	d.Services[2].ClusterIPs = d.Services[1].ClusterIPs
+	if err := s.Sync(ctx, d); err == nil || !strings.Contains(err.Error(), "both claim") {
+		t.Fatalf("Sync with two services on one address: %v", err)
+	}
+	out := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
+	if !strings.Contains(out, "198.19.0.2 . tcp . 80") {
+		t.Errorf("svc-2's old element is gone:\n%s", out)
+	}
+	// svc-1 moves away in the same Sync: the address is free for svc-2.
+	d.Services[1].ClusterIPs = []netip.Addr{addr("198.19.9.9")}
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Services = append(d.Services, d.Services[0])
+	if err := s.Sync(ctx, d); err == nil {
+		t.Error("Sync accepted a service given twice")
+	}
+}

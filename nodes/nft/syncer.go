@@ -231,7 +231,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	st.ServicesChanged = len(changes)
 
 	if s.synced {
-		p, owners, err := s.planIncremental(global, changes)
+		p, claimed, err := s.planIncremental(global, changes)
 		if err != nil {
 			return err
 		}
@@ -241,7 +241,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 			err = s.apply(p, &st)
 			st.Kernel = time.Since(kstart)
 			if err == nil {
-				s.commit(global, opts, changes, owners)
+				s.commit(global, opts, changes, claimed)
 				s.finish(st)
 				return nil
 			}
@@ -261,22 +261,33 @@ func (s *Syncer) finish(st SyncStats) {
 		"compile", st.Compile, "kernel", st.Kernel)
 }
 
-// commit makes the mirror what was just written.
-func (s *Syncer) commit(global *fragment, opts svcOptions, changes []change, owners map[string]serviceKey) {
-	s.global, s.opts, s.owners, s.synced = global, opts, owners, true
+// commit makes the mirror what was just written: the changed Services'
+// old elements are released, their new ones claimed.
+func (s *Syncer) commit(global *fragment, opts svcOptions, changes []change, claimed map[string]serviceKey) {
+	s.global, s.opts, s.synced = global, opts, true
 	for _, c := range changes {
+		if c.old != nil {
+			for _, e := range c.old.frag.elems {
+				if id := elemID(e.set, e.Text); s.owners[id] == c.key {
+					delete(s.owners, id)
+				}
+			}
+		}
 		if c.new == nil {
 			delete(s.services, c.key)
 		} else {
 			s.services[c.key] = c.new
 		}
 	}
+	for id, k := range claimed {
+		s.owners[id] = k
+	}
 }
 
 func elemID(set, text string) string { return set + "\x00" + text }
 
 // planIncremental diffs the mirror against the changes. It also returns the
-// element owners after the change, and fails if two Services claim one
+// elements the changed Services claim, and fails if two Services claim one
 // element (one address, protocol and port).
 func (s *Syncer) planIncremental(global *fragment, changes []change) (*plan, map[string]serviceKey, error) {
 	owners := s.owners
@@ -307,21 +318,7 @@ func (s *Syncer) planIncremental(global *fragment, changes []change) (*plan, map
 		}
 		p.diff(oldF, newF)
 	}
-	if len(changes) == 0 {
-		return p, owners, nil
-	}
-	// The owner map is small next to the rule set; copy it so that a failed
-	// batch leaves the mirror as it was.
-	next := make(map[string]serviceKey, len(owners)+len(claimed))
-	for id, o := range owners {
-		if !released[o] {
-			next[id] = o
-		}
-	}
-	for id, o := range claimed {
-		next[id] = o
-	}
-	return p, next, nil
+	return p, claimed, nil
 }
 
 // rebuild deletes and recreates the whole table in one batch.
