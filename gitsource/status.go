@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"sort"
 	"strings"
@@ -116,7 +117,7 @@ func checkTreePath(p string) error {
 
 // casAttempts bounds how often a local compare-and-swap is redone when
 // another writer moved the reference in between.
-const casAttempts = 8
+const casAttempts = 10
 
 // WriteStatus commits st.Files as the whole tree of st.Branch, on top of the
 // branch's current tip (or as its first commit), and returns the commit's
@@ -209,7 +210,9 @@ func updateWithRetry(ctx context.Context, s storage.Storer, ref plumbing.Referen
 			}
 			return plumbing.ZeroHash, false, err
 		}
-		if err := sleepCtx(ctx, time.Duration(attempt)*10*time.Millisecond); err != nil {
+		// Jitter keeps writers that lost together from retrying in step.
+		wait := time.Duration(attempt) * 10 * time.Millisecond
+		if err := sleepCtx(ctx, wait+rand.N(wait)); err != nil {
 			return plumbing.ZeroHash, false, err
 		}
 	}

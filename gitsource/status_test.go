@@ -216,7 +216,7 @@ func TestWriteStatusLockHeld(t *testing.T) {
 
 // Several writers, each with its own Repo on one bare repository, and git
 // update-ref from the CLI, race on the status branch: every reported commit
-// is in the history, none lost, and the repository stays consistent.
+// is in the history, nothing else is, and the repository stays consistent.
 func TestWriteStatusRacingLocalWriters(t *testing.T) {
 	src, _ := sourceRepo(t)
 	ctx := context.Background()
@@ -240,6 +240,12 @@ func TestWriteStatusRacingLocalWriters(t *testing.T) {
 					Files:   map[string][]byte{"summary.yaml": fmt.Appendf(nil, "writer %d round %d\n", w, i)},
 					Message: fmt.Sprintf("status: writer %d round %d", w, i),
 				})
+				if errors.Is(err, ErrConflict) {
+					// Lost every retry: an honest failure, not a lost
+					// write; the invariants below still hold.
+					t.Logf("writer %d round %d: %v", w, i, err)
+					continue
+				}
 				if err != nil {
 					errs <- fmt.Errorf("writer %d round %d: %w", w, i, err)
 					return
