@@ -1,8 +1,9 @@
 // Package httpapi serves the agent's API (package api) over HTTP+JSON on
 // the agent's unix socket: the desired pod set, observed statuses, node
 // info, an event stream, container logs, interactive exec over an upgraded
-// connection, and Prometheus metrics. It translates errors once, at the
-// wire: every failure carries an api.ErrorKind.
+// connection, image archive imports, and Prometheus metrics. It
+// translates errors once, at the wire: every failure carries an
+// api.ErrorKind.
 package httpapi
 
 import (
@@ -31,4 +32,8 @@ type Backend interface {
 	Logs(ctx context.Context, pod string, opts api.LogOptions, w io.Writer) error
 	// Exec runs a command in a container and returns its exit code.
 	Exec(ctx context.Context, req api.ExecRequest) (int, error)
+	// ImportImages imports the images of an OCI (or docker save) archive
+	// read from r, bounding its size itself, and returns them. A
+	// malformed or oversized archive wraps ErrInvalid.
+	ImportImages(ctx context.Context, r io.Reader) ([]api.Image, error)
 }

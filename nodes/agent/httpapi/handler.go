@@ -75,6 +75,7 @@ func NewHandler(b Backend, opts Options) http.Handler {
 	s.mux.HandleFunc("GET /v1/events", s.events)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.logs)
 	s.mux.HandleFunc("POST /v1/pods/{namespace}/{name}/exec", s.exec)
+	s.mux.HandleFunc("POST /v1/images/import", s.importImages)
 	s.mux.HandleFunc("GET /v1/version", s.version)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

@@ -29,6 +29,7 @@ type fakeBackend struct {
 	since   []time.Time
 	err     error // every call fails with it when set
 	logs    string
+	archive []byte // the last archive ImportImages read
 }
 
 func (f *fakeBackend) record(call string) error {
@@ -91,6 +92,20 @@ func (f *fakeBackend) Logs(_ context.Context, pod string, opts api.LogOptions, w
 
 func (f *fakeBackend) Exec(_ context.Context, req api.ExecRequest) (int, error) {
 	return 0, f.record("Exec " + req.Pod)
+}
+
+func (f *fakeBackend) ImportImages(_ context.Context, r io.Reader) ([]api.Image, error) {
+	if err := f.record("ImportImages"); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.archive = b
+	f.mu.Unlock()
+	return []api.Image{{Ref: "docker.io/berth/echo:2", ID: "sha256:2222"}}, nil
 }
 
 type testServer struct {
@@ -267,6 +282,7 @@ func TestErrorKinds(t *testing.T) {
 			{"GET", "/v1/node", ""},
 			{"GET", "/v1/events", ""},
 			{"GET", "/v1/pods/default/x/log", ""},
+			{"POST", "/v1/images/import", "archive"},
 		} {
 			s := newTestServer(t, Options{})
 			s.b.err = tc.err
