@@ -180,6 +180,7 @@ func computeStatus(v podView) api.PodStatus {
 		Name:        pod.Name,
 		UID:         v.UID,
 		Hash:        v.Hash,
+		Labels:      pod.Labels,
 		Terminating: v.Terminating,
 		Reason:      v.Reason,
 		Message:     v.Message,

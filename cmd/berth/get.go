@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"berth.dev/berth/nodes/api"
+	nodefleet "berth.dev/berth/nodes/fleet"
+)
+
+const getHelp = `
+Shows what the machines run now, asked of every machine's agent over SSH,
+with kubectl's columns. RESOURCE is pods (po) or machines (machine, mc).
+
+Machines that cannot be reached are named on stderr, and the command exits 1;
+what the others answered is still shown.
+
+Examples:
+  berth get pods -A
+  berth get pods -n shop -l app=web -o wide
+  berth get machines -o yaml
+`
+
+func runGet(ctx context.Context, e *env, args []string) int {
+	fs := newFlags(e, "get", "RESOURCE [flags]", getHelp)
+	var o machinesOpts
+	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
+	fs.StringVar(&o.branch, "branch", "main", "`branch` (or revision) of the fleet repository")
+	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
+	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fs.BoolVar(&o.verbose, "v", false, "log connection events to stderr")
+	ns := fs.String("n", "default", "`namespace` of the pods")
+	all := fs.Bool("A", false, "pods of every namespace")
+	selector := fs.String("l", "", "label `selector` (app=web,tier!=db)")
+	output := fs.String("o", "", "output `format`: wide, yaml or json (default: a table)")
+	pos, code, stop := parseInterspersed(e, fs, args)
+	if stop {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(e.stderr, "berth get: exactly one RESOURCE: pods or machines")
+		return exitUsage
+	}
+	kind := map[string]string{"pods": "pods", "pod": "pods", "po": "pods", "machines": "machines", "machine": "machines", "mc": "machines"}[pos[0]]
+	if kind == "" {
+		fmt.Fprintf(e.stderr, "berth get: unknown resource %q (pods, machines)\n", pos[0])
+		return exitUsage
+	}
+	switch *output {
+	case "", "wide", "yaml", "json":
+	default:
+		fmt.Fprintf(e.stderr, "berth get: -o must be wide, yaml or json, not %q\n", *output)
+		return exitUsage
+	}
+	sel, err := labels.Parse(*selector)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "berth get: -l %q: %v\n", *selector, err)
+		return exitUsage
+	}
+	if o.repo == "" {
+		fmt.Fprintln(e.stderr, "berth get: no fleet repository: give --repo or set BERTH_REPO")
+		return exitUsage
+	}
+	f, err := loadFleet(ctx, e, o)
+	if err != nil {
+		return fail(e, "get: %v", err)
+	}
+	fl, err := nodefleet.New(f.machines, nodefleet.Options{SSH: f.ssh, Logger: f.log})
+	if err != nil {
+		return fail(e, "get: %v", err)
+	}
+	defer fl.Close()
+	obs, err := fl.Observe(ctx)
+	if err != nil {
+		return fail(e, "get: %v", err)
+	}
+	now := time.Now()
+	if kind == "machines" {
+		printMachines(e, obs, *output, now)
+	} else {
+		namespace := *ns
+		if *all {
+			namespace = ""
+		}
+		printPods(e, obs, namespace, sel, *output, now)
+	}
+	down := 0
+	for _, o := range obs {
+		if !o.Reachable {
+			down++
+			fmt.Fprintf(e.stderr, "berth: %v\n", o.Err)
+		}
+	}
+	if down > 0 {
+		return exitError
+	}
+	return exitOK
+}
+
+// observedPod is a pod as `get pods -o yaml|json` shows it.
+type observedPod struct {
+	Machine string `json:"machine"`
+	api.PodStatus
+}
+
+func printPods(e *env, obs []nodefleet.Observation, namespace string, sel labels.Selector, output string, now time.Time) {
+	var pods []observedPod
+	for _, o := range obs {
+		for _, p := range o.Pods {
+			if (namespace == "" || p.Namespace == namespace) && sel.Matches(labels.Set(p.Labels)) {
+				pods = append(pods, observedPod{o.Machine, p})
+			}
+		}
+	}
+	sort.Slice(pods, func(i, j int) bool {
+		if pods[i].Namespace != pods[j].Namespace {
+			return pods[i].Namespace < pods[j].Namespace
+		}
+		return pods[i].Name < pods[j].Name
+	})
+	if output == "json" || output == "yaml" {
+		printObjects(e, pods, output)
+		return
+	}
+	if len(pods) == 0 {
+		where := "in namespace " + namespace
+		if namespace == "" {
+			where = "in any namespace"
+		}
+		fmt.Fprintf(e.stderr, "No pods found %s.\n", where)
+		return
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
+	var cols []string
+	if namespace == "" {
+		cols = append(cols, "NAMESPACE")
+	}
+	cols = append(cols, "NAME", "READY", "STATUS", "RESTARTS", "AGE")
+	if output == "wide" {
+		cols = append(cols, "IP", "MACHINE")
+	}
+	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	for _, p := range pods {
+		var row []string
+		if namespace == "" {
+			row = append(row, p.Namespace)
+		}
+		ready, restarts := 0, int32(0)
+		for _, c := range p.ContainerStatuses {
+			if c.Ready {
+				ready++
+			}
+			restarts += c.RestartCount
+		}
+		age := "<unknown>"
+		if !p.StartedAt.IsZero() {
+			age = humanDuration(now.Sub(p.StartedAt))
+		}
+		row = append(row, p.Name, fmt.Sprintf("%d/%d", ready, len(p.ContainerStatuses)), podStatusText(p.PodStatus), fmt.Sprint(restarts), age)
+		if output == "wide" {
+			ip := p.PodIP
+			if ip == "" {
+				ip = "<none>"
+			}
+			row = append(row, ip, p.Machine)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
+}
+
+// podStatusText is kubectl's STATUS column: the pod's reason, or the
+// reason a container waits or ended with, or the phase.
+func podStatusText(p api.PodStatus) string {
+	if p.Terminating {
+		return "Terminating"
+	}
+	status := string(p.Phase)
+	if p.Reason != "" {
+		status = p.Reason
+	}
+	for i, c := range p.InitContainerStatuses {
+		switch {
+		case c.State.Terminated != nil && c.State.Terminated.ExitCode == 0:
+			continue
+		case c.State.Terminated != nil:
+			return "Init:" + orDefault(c.State.Terminated.Reason, "Error")
+		case c.State.Waiting != nil && c.State.Waiting.Reason != "" && c.State.Waiting.Reason != "PodInitializing":
+			return "Init:" + c.State.Waiting.Reason
+		default:
+			return fmt.Sprintf("Init:%d/%d", i, len(p.InitContainerStatuses))
+		}
+	}
+	for _, c := range p.ContainerStatuses {
+		if w := c.State.Waiting; w != nil && w.Reason != "" {
+			return w.Reason
+		}
+		if t := c.State.Terminated; t != nil && t.Reason != "" {
+			status = t.Reason
+		}
+	}
+	return status
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// observedMachine is a machine as `get machines -o yaml|json` shows it.
+type observedMachine struct {
+	Name      string        `json:"name"`
+	Reachable bool          `json:"reachable"`
+	Error     string        `json:"error,omitempty"`
+	Node      *api.NodeInfo `json:"node,omitempty"`
+}
+
+func printMachines(e *env, obs []nodefleet.Observation, output string, now time.Time) {
+	if output == "json" || output == "yaml" {
+		out := make([]observedMachine, len(obs))
+		for i, o := range obs {
+			out[i] = observedMachine{Name: o.Machine, Reachable: o.Reachable}
+			if o.Err != nil {
+				out[i].Error = o.Err.Error()
+			}
+			if o.Reachable {
+				out[i].Node = &o.Node
+			}
+		}
+		printObjects(e, out, output)
+		return
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
+	cols := "NAME\tSTATUS\tAGE\tVERSION"
+	if output == "wide" {
+		cols += "\tPODS\tCPU\tMEMORY\tKERNEL-VERSION\tCONTAINER-RUNTIME"
+	}
+	fmt.Fprintln(tw, cols)
+	for _, o := range obs {
+		status, age, version := "Unreachable", "<unknown>", "<unknown>"
+		n := o.Node
+		if o.Reachable {
+			status, age, version = "Ready", humanDuration(now.Sub(n.StartedAt)), n.AgentVersion
+			if n.RuntimeError != "" {
+				status = "NotReady"
+			}
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%s", o.Machine, status, age, version)
+		if output == "wide" {
+			if o.Reachable {
+				cpu, mem := n.Capacity["cpu"], n.Capacity["memory"]
+				row += fmt.Sprintf("\t%d\t%s\t%s\t%s\t%s", n.Pods, cpu.String(), gib(mem), n.KernelVersion, n.ContainerdVersion)
+			} else {
+				row += "\t-\t-\t-\t-\t-"
+			}
+		}
+		fmt.Fprintln(tw, row)
+	}
+	tw.Flush()
+}
+
+func printObjects(e *env, v any, output string) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err == nil && output == "yaml" {
+		// Through JSON, so that the json tags name the fields.
+		var generic any
+		if err = json.Unmarshal(b, &generic); err == nil {
+			b, err = yaml.Marshal(generic)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "berth get: %v\n", err)
+		return
+	}
+	e.stdout.Write(b)
+	if output == "json" {
+		fmt.Fprintln(e.stdout)
+	}
+}
+
+// humanDuration is kubectl's AGE: 45s, 12m, 5h, 3d (two units while
+// short enough to matter: 2m30s, 3h5m).
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < 10*time.Minute:
+		m := int(d.Minutes())
+		if s := int(d.Seconds()) % 60; s != 0 {
+			return fmt.Sprintf("%dm%ds", m, s)
+		}
+		return fmt.Sprintf("%dm", m)
+	case d < 3*time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 8*time.Hour:
+		h := int(d.Hours())
+		if m := int(d.Minutes()) % 60; m != 0 {
+			return fmt.Sprintf("%dh%dm", h, m)
+		}
+		return fmt.Sprintf("%dh", h)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	case d < 8*24*time.Hour:
+		days := int(d.Hours()) / 24
+		if h := int(d.Hours()) % 24; h != 0 {
+			return fmt.Sprintf("%dd%dh", days, h)
+		}
+		return fmt.Sprintf("%dd", days)
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours())/24)
+	}
+}
