@@ -180,13 +180,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 	last := w.opts.Since
+	failing := false // a remote down logs once, not on every poll
 	look := func(source string) {
 		h, err := w.resolve(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				w.log.Warn("look at branch failed", "source", source, "err", err)
+			switch {
+			case ctx.Err() != nil:
+			case !failing:
+				w.log.Warn("look at branch failed; retrying at each poll", "source", source, "err", err)
+			default:
+				w.log.Debug("look at branch failed again", "source", source, "err", err)
 			}
+			failing = true
 			return
+		}
+		if failing {
+			w.log.Info("look at branch works again", "source", source)
+			failing = false
 		}
 		if h == last {
 			return

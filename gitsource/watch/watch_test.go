@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -463,4 +464,52 @@ func percentile(d []time.Duration, p int) time.Duration {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[(len(s)-1)*p/100]
+}
+
+// A resolver that fails is logged once until it works again, and the
+// watcher keeps polling through it.
+func TestWatchResolveFailures(t *testing.T) {
+	var mu sync.Mutex
+	fail := true
+	h := strings.Repeat("a", 40)
+	resolve := func(context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return "", errors.New("remote unreachable")
+		}
+		return h, nil
+	}
+	var logs syncBuffer
+	w := start(t, Options{Branch: "main", Resolve: resolve, Interval: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	quiet(t, w, 200*time.Millisecond)
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	expect(t, w, "main", h, SourcePoll)
+	out := logs.String()
+	if n := strings.Count(out, "look at branch failed"); n != 1 {
+		t.Errorf("%d failure lines at info level, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "works again") {
+		t.Errorf("no recovery line:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
