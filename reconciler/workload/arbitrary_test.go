@@ -27,16 +27,21 @@ func TestArbitraryObservations(t *testing.T) {
 		images := []string{"v1", "v2", "v3"}
 		img := func(label string) string { return rapid.SampledFrom(images).Draw(rt, label) }
 		n := func(label string, max int32) int32 { return rapid.Int32Range(0, max).Draw(rt, label) }
+		var recreate bool
+		var dR, dSurge, dUnav, dMinReady int32
 		objects := []*render.Object{
 			deploymentObj("d", n("dReplicas", 5), img("dImage"), func(d *appsv1.Deployment) {
-				if rapid.Bool().Draw(rt, "recreate") {
+				dR = *d.Spec.Replicas
+				if recreate = rapid.Bool().Draw(rt, "recreate"); recreate {
 					d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 				} else {
+					dSurge, dUnav = n("surge", 2), n("unav", 2)
 					d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{
-						MaxSurge: ptr(intstr.FromInt32(n("surge", 2))), MaxUnavailable: ptr(intstr.FromInt32(n("unav", 2)))}
+						MaxSurge: ptr(intstr.FromInt32(dSurge)), MaxUnavailable: ptr(intstr.FromInt32(dUnav))}
 				}
 				d.Spec.Paused = rapid.Bool().Draw(rt, "paused")
-				d.Spec.MinReadySeconds = n("minReady", 30)
+				dMinReady = n("minReady", 30)
+				d.Spec.MinReadySeconds = dMinReady
 			}),
 			statefulSetObj("s", n("sReplicas", 4), img("sImage"), func(s *appsv1.StatefulSet) {
 				if rapid.Bool().Draw(rt, "parallel") {
@@ -108,6 +113,20 @@ func TestArbitraryObservations(t *testing.T) {
 			p.StartedAt, p.ReadySince = p.Created, p.Created
 			pods = append(pods, p)
 		}
+		// Mostly healthy pods of the Deployment, where its budget matters.
+		for i := range rapid.IntRange(0, 6).Draw(rt, "dPods") {
+			h := rapid.SampledFrom(hashes).Draw(rt, fmt.Sprint("dHash", i))
+			name := fmt.Sprintf("d-%s-%s", h, suffix(fmt.Sprintf("d/%s/%d", h, i)))
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			created := now.Add(-time.Duration(rapid.IntRange(0, 60).Draw(rt, fmt.Sprint("dAge", i))) * time.Second)
+			pods = append(pods, Pod{Namespace: "default", Name: name, Labels: ownerLabels(Owner{Kind: "Deployment", Name: "d"}),
+				Machine: rapid.SampledFrom([]string{"m0", "m1", "m2"}).Draw(rt, fmt.Sprint("dMachine", i)), TemplateHash: h,
+				Phase: corev1.PodRunning, Ready: rapid.IntRange(0, 4).Draw(rt, fmt.Sprint("dReady", i)) > 0,
+				Created: created, StartedAt: created, ReadySince: created})
+		}
 		in := Input{Objects: objects, Machines: machines, Pods: pods, Now: now}
 		opts := Options{TemplateHash: fnvHash, RescheduleAfter: time.Minute}
 		machines[1].UnreachableSince = now.Add(-time.Duration(rapid.IntRange(0, 120).Draw(rt, "unreachableFor")) * time.Second)
@@ -129,8 +148,36 @@ func TestArbitraryObservations(t *testing.T) {
 				return p.Machine == "m9" || p.Machine == "m1" && !machines[1].Reachable && now.Sub(machines[1].UnreachableSince) >= time.Minute
 			}
 			wanted := map[string]bool{}
+			// No pass takes more available pods of a rolling Deployment
+			// away than maxUnavailable allows.
+			if !recreate && (dSurge > 0 || dUnav > 0) {
+				available := func(p *Pod) bool {
+					return p.Labels[LabelOwnerName] == "d" && p.Labels[LabelOwnerKind] == "Deployment" && p.Phase == corev1.PodRunning && p.Ready && !p.Terminating &&
+						(p.Machine == "m0" || p.Machine == "m2" || p.Machine == "m1" && machines[1].Reachable) &&
+						!now.Before(p.ReadySince.Add(time.Duration(dMinReady)*time.Second))
+				}
+				var before, taken int32
+				for i := range pods {
+					if available(&pods[i]) {
+						before++
+					}
+				}
+				for _, s := range workloadOf(rt, res, "Deployment", "d").Stop {
+					if available(observed[s.Name]) {
+						taken++
+					}
+				}
+				if floor := min(before, dR-dUnav); before-taken < floor {
+					rt.Fatalf("stopped %d of %d available pods; %d must stay (replicas %d, maxUnavailable %d)", taken, before, floor, dR, dUnav)
+				}
+			}
 			for _, w := range res.Workloads {
 				stopped := map[string]bool{}
+				for _, p := range w.Pods {
+					if p.Owner != w.Owner {
+						rt.Fatalf("%s wants %s owned by %s", w.Owner, p.Name, p.Owner)
+					}
+				}
 				for _, s := range w.Stop {
 					if observed[s.Name] == nil {
 						rt.Fatalf("%s stops %s, which is not there", w.Owner, s.Name)
