@@ -139,6 +139,8 @@ type Manager struct {
 	cache   relistCache
 	// runtimeVersion is containerd's version, as last seen by Node.
 	runtimeVersion string
+	// desiredDigest is state.Desired.Digest(), kept with it.
+	desiredDigest string
 
 	wake   chan struct{} // Run: start pending workers
 	relist chan struct{} // Run: list the runtime now
@@ -172,9 +174,11 @@ func New(opts Options) (*Manager, error) {
 		metrics: newMetrics(),
 		state:   st,
 		workers: map[string]*podWorker{},
-		wake:    make(chan struct{}, 1),
-		relist:  make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		// Of the loaded set; with no set yet, the digest of none.
+		desiredDigest: st.Desired.Digest(),
+		wake:          make(chan struct{}, 1),
+		relist:        make(chan struct{}, 1),
+		done:          make(chan struct{}),
 	}
 	m.started = m.clock.Now()
 	m.runProbe = defaultRunProbe
@@ -388,7 +392,7 @@ func (m *Manager) SetPods(ctx context.Context, d api.DesiredPods) error {
 	m.event(api.EventNormal, "DesiredPods", "", "", fmt.Sprintf("generation %d: %d pods", d.Generation, len(d.Pods)))
 
 	m.mu.Lock()
-	m.state = next
+	m.state, m.desiredDigest = next, next.Desired.Digest()
 	want := map[string]bool{}
 	for i := range next.Desired.Pods {
 		p := &next.Desired.Pods[i]

@@ -64,6 +64,7 @@ func (m *Manager) Node(ctx context.Context) (api.NodeInfo, error) {
 
 	m.mu.Lock()
 	info.Generation = m.state.Desired.Generation
+	info.DesiredDigest = m.desiredDigest
 	info.Pods = len(m.state.Desired.Pods)
 	var pids []uint32
 	for _, c := range m.cache.containers {

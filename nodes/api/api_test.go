@@ -39,3 +39,18 @@ func TestSensitiveNeverPrints(t *testing.T) {
 		t.Errorf("the wire must carry the value (base64 in JSON): %s %v", b, err)
 	}
 }
+
+func TestDesiredPodsDigest(t *testing.T) {
+	a := DesiredPods{Generation: 1, Pods: []Pod{{Namespace: "default", Name: "b", UID: "2"}, {Namespace: "default", Name: "a", UID: "1"}}}
+	b := DesiredPods{Generation: 7, Pods: []Pod{a.Pods[1], a.Pods[0]}}
+	if a.Digest() != b.Digest() {
+		t.Error("the digest depends on the generation or the order of pods")
+	}
+	c := DesiredPods{Generation: 1, Pods: []Pod{a.Pods[0], {Namespace: "default", Name: "a", UID: "1", Hash: "x"}}}
+	if a.Digest() == c.Digest() {
+		t.Error("the digest does not see a changed pod")
+	}
+	if (DesiredPods{}).Digest() != (DesiredPods{Pods: []Pod{}}).Digest() {
+		t.Error("no pods and an empty list differ")
+	}
+}

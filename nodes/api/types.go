@@ -8,7 +8,12 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +40,22 @@ type DesiredPods struct {
 	// set older than the one it has.
 	Generation int64 `json:"generation"`
 	Pods       []Pod `json:"pods"`
+}
+
+// Digest identifies the pod set, whatever its generation and order: a
+// controller compares it with NodeInfo.DesiredDigest to know whether the
+// machine already has the set it would send.
+func (d DesiredPods) Digest() string {
+	pods := append([]Pod{}, d.Pods...) // nil and empty alike
+	slices.SortFunc(pods, func(a, b Pod) int { return strings.Compare(a.Key(), b.Key()) })
+	b, err := json.Marshal(pods)
+	if err != nil {
+		// Only a type that cannot be encoded gets here; no two sets then
+		// compare equal.
+		return "unencodable: " + err.Error()
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // Pod is one pod, resolved for this machine.
@@ -178,7 +199,9 @@ type NodeInfo struct {
 	// Usage is what the agent's pods use now (cgroup figures).
 	Usage      corev1.ResourceList `json:"usage"`
 	Generation int64               `json:"generation"`
-	Pods       int                 `json:"pods"`
+	// DesiredDigest is DesiredPods.Digest of the set the agent has.
+	DesiredDigest string `json:"desiredDigest,omitempty"`
+	Pods          int    `json:"pods"`
 }
 
 // Event is something that happened to a pod or the machine, as kubelet
