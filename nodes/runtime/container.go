@@ -182,7 +182,7 @@ func (r *Runtime) specOpts(cfg agent.ContainerConfig, rec *sandboxRecord, sc sec
 	if rec.HostNetwork {
 		hostname, _ = os.Hostname()
 	}
-	env, vars := containerEnv(img, hostname, c)
+	env, vars := containerEnv(img, hostname, rec.PodIPs, c)
 	args, err := processArgs(c, img, vars)
 	if err != nil {
 		return nil, err

@@ -27,16 +27,19 @@ import (
 // sandboxRecord is what the runtime keeps of a sandbox, one JSON file per
 // pod under StateDir/sandboxes, so that a new Runtime finds it again.
 type sandboxRecord struct {
-	PodUID      string    `json:"podUID"`
-	Namespace   string    `json:"namespace"`
-	Name        string    `json:"name"`
-	Hostname    string    `json:"hostname"`
-	HostNetwork bool      `json:"hostNetwork,omitempty"`
-	NetNS       string    `json:"netns,omitempty"`
-	IPCNS       string    `json:"ipcns"`
-	UTSNS       string    `json:"utsns,omitempty"`
-	Dir         string    `json:"dir"`
-	CreatedAt   time.Time `json:"createdAt"`
+	PodUID      string `json:"podUID"`
+	Namespace   string `json:"namespace"`
+	Name        string `json:"name"`
+	Hostname    string `json:"hostname"`
+	HostNetwork bool   `json:"hostNetwork,omitempty"`
+	NetNS       string `json:"netns,omitempty"`
+	IPCNS       string `json:"ipcns"`
+	UTSNS       string `json:"utsns,omitempty"`
+	// PodIPs are the pod's addresses in the pod network (none while the
+	// network namespace has only loopback).
+	PodIPs    []string  `json:"podIPs,omitempty"`
+	Dir       string    `json:"dir"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 func (s *sandboxRecord) sandbox() agent.Sandbox {

@@ -131,7 +131,11 @@ func processArgs(c *corev1.Container, img ocispec.ImageConfig, env map[string]st
 // containerEnv is the image's environment, then HOSTNAME, then the
 // container's (each value expanded against the variables before it, as
 // the kubelet does), later values replacing earlier ones.
-func containerEnv(img ocispec.ImageConfig, hostname string, c *corev1.Container) ([]string, map[string]string) {
+//
+// Env values arrive resolved (package reconciler/resolve), but for the
+// pod's own addresses, which only the machine knows: a variable whose
+// valueFrom is fieldRef status.podIP or status.podIPs takes podIPs'.
+func containerEnv(img ocispec.ImageConfig, hostname string, podIPs []string, c *corev1.Container) ([]string, map[string]string) {
 	vars := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -150,6 +154,17 @@ func containerEnv(img ocispec.ImageConfig, hostname string, c *corev1.Container)
 	own := map[string]string{}
 	for _, e := range c.Env {
 		v := expand(e.Value, own)
+		if f := e.ValueFrom; f != nil && f.FieldRef != nil {
+			switch f.FieldRef.FieldPath {
+			case "status.podIP":
+				v = ""
+				if len(podIPs) > 0 {
+					v = podIPs[0]
+				}
+			case "status.podIPs":
+				v = strings.Join(podIPs, ",")
+			}
+		}
 		own[e.Name] = v
 		set(e.Name, v)
 	}

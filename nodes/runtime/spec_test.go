@@ -85,13 +85,28 @@ func TestContainerEnv(t *testing.T) {
 		{Name: "B", Value: "$(A)-$(PATH)"}, // only the container's own vars expand
 		{Name: "A", Value: "again"},
 	}}
-	env, own := containerEnv(img, "pod-0", c)
+	env, own := containerEnv(img, "pod-0", nil, c)
 	want := "[PATH=/bin LANG=en HOSTNAME=pod-0 A=again B=a-$(PATH)]"
 	if fmt.Sprint(env) != want {
 		t.Errorf("env = %v, want %s", env, want)
 	}
 	if own["B"] != "a-$(PATH)" || own["A"] != "again" {
 		t.Errorf("own vars %v", own)
+	}
+
+	// The pod's addresses are the machine's to fill in.
+	fieldRef := func(path string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+	}
+	c = &corev1.Container{Env: []corev1.EnvVar{
+		{Name: "POD_IP", ValueFrom: fieldRef("status.podIP")},
+		{Name: "POD_IPS", ValueFrom: fieldRef("status.podIPs")},
+		{Name: "URL", Value: "http://$(POD_IP):8080"},
+	}}
+	env, _ = containerEnv(ocispec.ImageConfig{}, "pod-0", []string{"198.18.64.5", "fd00::5"}, c)
+	want = "[HOSTNAME=pod-0 POD_IP=198.18.64.5 POD_IPS=198.18.64.5,fd00::5 URL=http://198.18.64.5:8080]"
+	if fmt.Sprint(env) != want {
+		t.Errorf("env with pod IPs = %v, want %s", env, want)
 	}
 }
 
