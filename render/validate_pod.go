@@ -251,6 +251,14 @@ func (c *checker) container(ct *corev1.Container, p string, init bool, st *podSt
 		c.errorf(p+".image", "an image is required")
 	}
 	oneOf(c, p+".imagePullPolicy", ct.ImagePullPolicy, corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever)
+	// berth has no attach: a container waiting on its stdin or a terminal
+	// would wait for ever. Say so here rather than run it silently without.
+	if ct.Stdin {
+		c.errorf(p+".stdin", "stdin is not supported: berth does not attach to containers (only exec sessions get a stdin)")
+	}
+	if ct.TTY {
+		c.errorf(p+".tty", "tty is not supported: berth does not attach to containers (only exec sessions get a terminal)")
+	}
 
 	for i, port := range ct.Ports {
 		pp := fmt.Sprintf("%s.ports[%d]", p, i)
