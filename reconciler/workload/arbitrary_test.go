@@ -1,14 +1,18 @@
 package workload
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"pgregory.net/rapid"
 
@@ -135,7 +139,12 @@ func TestArbitraryObservations(t *testing.T) {
 			rt.Fatal(err)
 		}
 		in.Memory = r.Memory
+		// A pass changes none of its input.
+		before := snapshot(in)
 		r2, _ := Compute(in, opts) // a second pass with its own memory
+		if !reflect.DeepEqual(before, snapshot(in)) {
+			rt.Fatal("a pass modified its input")
+		}
 		if again, _ := Compute(in, opts); !reflect.DeepEqual(r2, again) {
 			rt.Fatal("non-deterministic")
 		}
@@ -230,4 +239,19 @@ func TestArbitraryObservations(t *testing.T) {
 			}
 		}
 	})
+}
+
+// snapshot deep-copies what a pass must not modify.
+func snapshot(in Input) []any {
+	out := []any{}
+	for _, o := range in.Objects {
+		out = append(out, o.Obj.(runtime.Object).DeepCopyObject())
+	}
+	for _, p := range in.Pods {
+		p.Labels = maps.Clone(p.Labels)
+		p.Containers = slices.Clone(p.Containers)
+		out = append(out, p)
+	}
+	b, _ := json.Marshal(in.Memory)
+	return append(out, string(b), slices.Clone(in.Machines))
 }

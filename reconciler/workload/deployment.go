@@ -131,8 +131,10 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 			createNew(target-int32(len(newPods)), fmt.Sprintf("revision %d: %d of %d replicas", rev, target, R))
 			return
 		}
+		// Scaling down may also stop pods on an unreachable machine (as
+		// not ready, they go first): nothing replaces them.
 		excess := int32(len(newPods)) - target
-		for _, o := range removable(newPods) {
+		for _, o := range slices.SortedFunc(slices.Values(newPods), deleteFirst) {
 			if excess == 0 {
 				break
 			}
