@@ -51,6 +51,7 @@ type Syncer struct {
 	global   *fragment
 	opts     svcOptions
 	services map[serviceKey]*svcState
+	order    []*svcState           // the services of the last Sync, in its order
 	owners   map[string]serviceKey // service element (set + key) -> its service
 	sets     map[string]*nftables.Set
 	gen      uint64
@@ -202,10 +203,20 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	gen := s.gen
 	var changes []change
 	fresh := map[serviceKey]bool{}
+	// The caller usually passes its services in the same order each time:
+	// look at the same position of the last Sync first, and only then in
+	// the map.
+	order := make([]*svcState, len(d.Services))
 	for i := range d.Services {
 		in := &d.Services[i]
 		k := in.key()
-		old := s.services[k]
+		var old *svcState
+		if i < len(s.order) && s.order[i].in.Name == in.Name && s.order[i].in.Namespace == in.Namespace {
+			old = s.order[i]
+		} else {
+			old = s.services[k]
+		}
+		order[i] = old
 		if old != nil && old.gen == gen || fresh[k] {
 			return fmt.Errorf("service %s given twice", k)
 		}
@@ -221,11 +232,16 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 		if err != nil {
 			return err
 		}
-		changes = append(changes, change{key: k, old: old, new: &svcState{in: in.clone(), frag: frag, gen: gen}})
+		order[i] = &svcState{in: in.clone(), frag: frag, gen: gen}
+		changes = append(changes, change{key: k, old: old, new: order[i]})
 	}
-	for k, old := range s.services {
-		if old.gen != gen {
-			changes = append(changes, change{key: k, old: old})
+	// Every service of the mirror was seen unless some are new or the
+	// counts differ.
+	if len(fresh) > 0 || len(d.Services) != len(s.services) {
+		for k, old := range s.services {
+			if old.gen != gen {
+				changes = append(changes, change{key: k, old: old})
+			}
 		}
 	}
 	st.ServicesChanged = len(changes)
@@ -242,6 +258,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 			st.Kernel = time.Since(kstart)
 			if err == nil {
 				s.commit(global, opts, changes, claimed)
+				s.order = order
 				s.finish(st)
 				return nil
 			}
@@ -360,7 +377,7 @@ func (s *Syncer) rebuild(global *fragment, opts svcOptions, changes []change, st
 	if err != nil {
 		return fmt.Errorf("rebuild table %s: %w", s.table.Name, err)
 	}
-	s.services = all
+	s.services, s.order = all, nil
 	s.global, s.opts, s.owners, s.synced = global, opts, owners, true
 	s.finish(st)
 	return nil
