@@ -31,6 +31,7 @@ func TestArbitraryObservations(t *testing.T) {
 		images := []string{"v1", "v2", "v3"}
 		img := func(label string) string { return rapid.SampledFrom(images).Draw(rt, label) }
 		n := func(label string, max int32) int32 { return rapid.Int32Range(0, max).Draw(rt, label) }
+		dsSurge, dsUnav := n("dsSurge", 1), n("dsUnav", 2)
 		var recreate bool
 		var dR, dSurge, dUnav, dMinReady int32
 		objects := []*render.Object{
@@ -53,7 +54,7 @@ func TestArbitraryObservations(t *testing.T) {
 				}
 				s.Spec.UpdateStrategy.RollingUpdate.Partition = ptr(n("partition", 4))
 			}),
-			daemonSetObj("ds", img("dsImage"), intstr.FromInt32(n("dsSurge", 1)), intstr.FromInt32(n("dsUnav", 2))),
+			daemonSetObj("ds", img("dsImage"), intstr.FromInt32(dsSurge), intstr.FromInt32(dsUnav)),
 			jobObj("j", jobSpec(n("completions", 4)+1, n("parallelism", 3)+1, func(j *batchv1.JobSpec) {
 				if rapid.Bool().Draw(rt, "indexed") {
 					indexed(j)
@@ -180,6 +181,36 @@ func TestArbitraryObservations(t *testing.T) {
 					rt.Fatalf("stopped %d of %d available pods; %d must stay (replicas %d, maxUnavailable %d)", taken, before, floor, dR, dUnav)
 				}
 			}
+			// Nor more machines of a DaemonSet without an available pod.
+			if dsSurge > 0 || dsUnav > 0 {
+				maxUnav := max(dsUnav, boolInt32(dsSurge == 0 && dsUnav == 0))
+				dsAvailable := func(p *Pod) bool {
+					return p.Labels[LabelOwnerKind] == "DaemonSet" && p.Phase == corev1.PodRunning && p.Ready && !p.Terminating &&
+						(p.Machine == "m0" || p.Machine == "m2" || p.Machine == "m1" && machines[1].Reachable)
+				}
+				w := workloadOf(rt, res, "DaemonSet", "ds")
+				gone := map[string]bool{}
+				for _, s := range w.Stop {
+					gone[s.Name] = true
+				}
+				for _, p := range w.Pods {
+					if p.Action == Replace {
+						gone[p.Name] = true
+					}
+				}
+				before, after := map[string]bool{}, map[string]bool{}
+				for i := range pods {
+					if p := &pods[i]; dsAvailable(p) {
+						before[p.Machine] = true
+						if !gone[p.Name] {
+							after[p.Machine] = true
+						}
+					}
+				}
+				if floor := min(len(before), 3-int(maxUnav)); len(after) < floor {
+					rt.Fatalf("DaemonSet: %d machines available after the pass, %d before; %d must stay", len(after), len(before), floor)
+				}
+			}
 			for _, w := range res.Workloads {
 				stopped := map[string]bool{}
 				for _, p := range w.Pods {
@@ -254,4 +285,11 @@ func snapshot(in Input) []any {
 	}
 	b, _ := json.Marshal(in.Memory)
 	return append(out, string(b), slices.Clone(in.Machines))
+}
+
+func boolInt32(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -126,7 +127,8 @@ func (p *pass) daemonSet(d *appsv1.DaemonSet, ns, name string) Workload {
 		}
 		mach := p.machines[m]
 		var cur, old *obs
-		for _, o := range removable(n.live) {
+		// The best pod of each revision stays (the reverse of deleteFirst).
+		for _, o := range slices.Backward(removable(n.live)) {
 			switch {
 			case o.hash == hash && cur == nil:
 				cur = o
