@@ -1,0 +1,726 @@
+package live
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"berth.dev/berth/nodes/api"
+	"berth.dev/berth/reconciler/resolve"
+	"berth.dev/berth/reconciler/schedule"
+	"berth.dev/berth/reconciler/workload"
+	"berth.dev/berth/render"
+	"berth.dev/berth/render/api/v1alpha1"
+)
+
+// machine is one machine as a pass sees it.
+type machine struct {
+	name      string
+	spec      *v1alpha1.Machine // nil: observed, but no longer in git
+	obs       *Observed
+	reachable bool
+	since     time.Time // unreachable since
+	sched     schedule.Machine
+	plan      *MachinePlan
+	pods      []*pod // what it should run
+	held      []string
+}
+
+// pod is one wanted pod on its way to a machine.
+type pod struct {
+	want     workload.WantedPod
+	machine  string
+	tmpl     *corev1.PodTemplateSpec // nil: not known
+	carried  bool                    // described by the current template under its old hash
+	observed *api.PodStatus          // on its machine, same hash
+	resolved *api.Pod
+	action   Action
+	reason   string
+}
+
+func (p *pod) key() string { return p.want.Namespace + "/" + p.want.Name }
+
+// state is the working state of one Plan call.
+type state struct {
+	in       Input
+	opts     Options
+	pass     *Pass
+	machines map[string]*machine
+	order    []*machine // by name
+	objects  map[workload.Owner]*render.Object
+	// observed pods of reachable machines by key, and on which machine.
+	observed map[string][]observedPod
+	sources  *resolve.Sources
+}
+
+type observedPod struct {
+	machine string
+	status  *api.PodStatus
+}
+
+// Plan runs one pass. It is pure: the result depends only on its
+// arguments, which it does not modify.
+func Plan(in Input, opts Options) (*Pass, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if in.Desired == nil {
+		return nil, ErrNoDesired
+	}
+	s := &state{
+		in: in, opts: opts,
+		pass:     &Pass{Now: in.Now},
+		machines: map[string]*machine{},
+		objects:  map[workload.Owner]*render.Object{},
+		observed: map[string][]observedPod{},
+		sources:  resolve.SourcesOf(in.Desired),
+	}
+	s.pass.Memory = Memory{
+		Pods:        map[string]PodMemory{},
+		Templates:   map[string]*corev1.PodTemplateSpec{},
+		Unreachable: map[string]time.Time{},
+		ConfigMaps:  configMapDigests(in.Desired),
+	}
+	workloads := 0
+	for _, o := range in.Desired.Objects {
+		if isWorkload(o) {
+			workloads++
+			s.objects[workload.Owner{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}] = o
+		}
+	}
+	s.fleet()
+	pods := s.observedPods()
+	if workloads == 0 && len(pods) > 0 && !opts.AllowEmpty {
+		return nil, fmt.Errorf("%w: %d pods observed", ErrEmptyRender, len(pods))
+	}
+
+	res, err := workload.Compute(workload.Input{
+		Objects: in.Desired.Objects, Machines: s.workloadMachines(), Pods: pods,
+		Memory: in.Memory.Workloads, Now: in.Now,
+	}, workload.Options{
+		TemplateHash:    resolve.TemplateHash,
+		Eligible:        s.eligible,
+		RescheduleAfter: opts.RescheduleAfter,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compute workloads: %w", err)
+	}
+	s.pass.Memory.Workloads = res.Memory
+	s.pass.Wake = res.Wake
+
+	wanted := s.wanted(&res)
+	s.place(wanted, &res)
+	for _, p := range wanted {
+		if p.machine != "" {
+			s.resolve(p)
+		}
+	}
+	s.stops(&res)
+	s.machinePlans()
+	s.remember(wanted)
+	s.pass.Converged = s.converged(wanted, &res)
+	sortPass(s.pass)
+	return s.pass, nil
+}
+
+func isWorkload(o *render.Object) bool {
+	switch o.Obj.(type) {
+	case *corev1.Pod, *appsv1.Deployment, *appsv1.StatefulSet, *appsv1.DaemonSet, *batchv1.Job, *batchv1.CronJob:
+		return true
+	}
+	return false
+}
+
+// fleet joins the repository's machines with what was observed.
+func (s *state) fleet() {
+	for _, m := range s.in.Desired.Machines() {
+		s.machines[m.Name] = &machine{name: m.Name, spec: m}
+	}
+	for i := range s.in.Observed {
+		o := &s.in.Observed[i]
+		m := s.machines[o.Machine]
+		if m == nil {
+			m = &machine{name: o.Machine}
+			s.machines[o.Machine] = m
+		}
+		if m.obs == nil {
+			m.obs = o
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.machines)) {
+		m := s.machines[name]
+		s.order = append(s.order, m)
+		m.reachable = m.obs != nil && m.obs.Reachable
+		m.plan = &MachinePlan{Name: name, Reachable: m.reachable, InRepository: m.spec != nil}
+		switch {
+		case m.obs == nil:
+			m.plan.Err = "not observed"
+		case !m.reachable:
+			m.plan.Err = cmp.Or(m.obs.Err, "agent did not answer")
+		}
+		if !m.reachable && m.spec != nil {
+			m.since = s.in.Memory.Unreachable[name]
+			if m.since.IsZero() {
+				m.since = s.in.Now
+			}
+			m.plan.UnreachableSince = m.since
+			s.pass.Memory.Unreachable[name] = m.since
+		}
+		if m.reachable {
+			m.plan.Generation, m.plan.Digest = m.obs.Node.Generation, m.obs.Node.DesiredDigest
+		}
+		if m.spec != nil {
+			m.sched = schedule.Machine{
+				Name: name, Labels: m.spec.Labels, Taints: m.spec.Spec.Taints,
+				Unschedulable: m.spec.Spec.Unschedulable, Ready: m.reachable,
+			}
+			if m.reachable {
+				m.sched.Allocatable = m.obs.Node.Allocatable
+			}
+		}
+	}
+}
+
+func (s *state) workloadMachines() []workload.Machine {
+	var out []workload.Machine
+	for _, m := range s.order {
+		if m.spec == nil {
+			continue
+		}
+		out = append(out, workload.Machine{
+			Name: m.name, Reachable: m.reachable, UnreachableSince: m.since,
+			Labels: m.spec.Labels, Taints: m.spec.Spec.Taints,
+		})
+	}
+	return out
+}
+
+// observedPods is the controllers' view of the fleet's pods: what
+// reachable agents report, and what the previous pass placed on machines
+// that did not answer (their pods are still there, as far as anyone knows).
+func (s *state) observedPods() []workload.Pod {
+	var out []workload.Pod
+	for _, m := range s.order {
+		switch {
+		case m.reachable:
+			for i := range m.obs.Pods {
+				st := &m.obs.Pods[i]
+				key := st.Namespace + "/" + st.Name
+				s.observed[key] = append(s.observed[key], observedPod{m.name, st})
+				var since time.Time
+				if st.Ready {
+					since = s.in.Now
+					if pm, ok := s.in.Memory.Pods[key]; ok && pm.UID == st.UID && !pm.ReadySince.IsZero() {
+						since = pm.ReadySince
+					}
+				}
+				p := workload.Observed(m.name, &api.Pod{Labels: st.Labels}, st, time.Time{}, since)
+				p.TemplateHash = st.Hash
+				out = append(out, p)
+			}
+		case m.spec != nil:
+			for _, key := range slices.Sorted(maps.Keys(s.in.Memory.Pods)) {
+				pm := s.in.Memory.Pods[key]
+				if pm.Machine != m.name {
+					continue
+				}
+				ns, name, _ := strings.Cut(key, "/")
+				out = append(out, workload.Pod{
+					Namespace: ns, Name: name, Owner: pm.Owner, Machine: m.name,
+					TemplateHash: pm.Hash, Phase: corev1.PodRunning,
+				})
+			}
+		}
+	}
+	return out
+}
+
+// eligible is the scheduler's filters for a DaemonSet pod on one machine,
+// apart from resources and readiness (a DaemonSet pod belongs on every
+// machine it may run on, as in Kubernetes' nodeShouldRunDaemonPod).
+func (s *state) eligible(spec *corev1.PodSpec, wm workload.Machine) bool {
+	m := s.machines[wm.Name]
+	if m == nil || m.spec == nil {
+		return false
+	}
+	sm := m.sched
+	sm.Ready, sm.Unschedulable = true, false
+	sm.Allocatable = corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(1, resource.DecimalSI)}
+	for k, q := range schedule.PodRequests(spec) {
+		sm.Allocatable[k] = q
+	}
+	spec = spec.DeepCopy()
+	spec.NodeName = ""
+	r := schedule.Schedule([]schedule.Machine{sm}, nil, []schedule.Pod{{Namespace: "eligibility", Name: "probe", Spec: spec}})
+	return len(r.Placements) == 1
+}
+
+// wanted lists every pod the controllers want, with its template found.
+func (s *state) wanted(res *workload.Result) []*pod {
+	var out []*pod
+	current := map[workload.Owner]*corev1.PodTemplateSpec{}
+	for wi := range res.Workloads {
+		for _, wp := range res.Workloads[wi].Pods {
+			if wp.Template != nil && current[wp.Owner] == nil {
+				current[wp.Owner] = wp.Template
+			}
+		}
+	}
+	for wi := range res.Workloads {
+		w := &res.Workloads[wi]
+		for _, wp := range w.Pods {
+			p := &pod{want: wp, machine: wp.Machine, tmpl: wp.Template, reason: cmp.Or(wp.Reason, w.Reason)}
+			if p.tmpl == nil {
+				p.tmpl, p.carried = s.knownTemplate(p, current[wp.Owner])
+			}
+			for _, o := range s.observed[p.key()] {
+				if o.machine == p.machine && o.status.Hash == wp.Hash && !o.status.Terminating {
+					p.observed = o.status
+				}
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// knownTemplate finds the template of a kept pod whose revision is no
+// longer in git: in memory, else the workload's current template (carried:
+// the agent keeps what runs, since UID and hash are unchanged).
+func (s *state) knownTemplate(p *pod, current *corev1.PodTemplateSpec) (*corev1.PodTemplateSpec, bool) {
+	if pm, ok := s.in.Memory.Pods[p.key()]; ok && pm.Hash == p.want.Hash {
+		if t := s.in.Memory.Templates[pm.Template]; t != nil {
+			return t, false
+		}
+	}
+	return current, current != nil
+}
+
+// place schedules the pods that have no machine yet.
+func (s *state) place(wanted []*pod, res *workload.Result) {
+	var machines []schedule.Machine
+	for _, m := range s.order {
+		if m.spec != nil {
+			machines = append(machines, m.sched)
+		}
+	}
+	var bound []schedule.BoundPod
+	var pending []schedule.Pod
+	byKey := map[schedule.PodKey]*pod{}
+	wantedKeys := map[string]bool{}
+	for _, p := range wanted {
+		wantedKeys[p.key()] = true
+		sp := schedPod(p.want.Namespace, p.want.Name, p.want.Owner, p.tmpl)
+		if p.machine != "" {
+			bound = append(bound, schedule.BoundPod{Pod: sp, Machine: p.machine})
+			continue
+		}
+		pending = append(pending, sp)
+		byKey[sp.Key()] = p
+	}
+	// Pods on their way out still hold their resources and ports.
+	for _, key := range slices.Sorted(maps.Keys(s.observed)) {
+		if wantedKeys[key] {
+			continue
+		}
+		for _, o := range s.observed[key] {
+			if o.status.Phase == corev1.PodSucceeded || o.status.Phase == corev1.PodFailed {
+				continue
+			}
+			var t *corev1.PodTemplateSpec
+			if pm, ok := s.in.Memory.Pods[key]; ok && pm.Hash == o.status.Hash {
+				t = s.in.Memory.Templates[pm.Template]
+			}
+			owner, _ := workload.OwnerFromLabels(o.status.Namespace, o.status.Labels)
+			bound = append(bound, schedule.BoundPod{Pod: schedPod(o.status.Namespace, o.status.Name, owner, t), Machine: o.machine})
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	r := schedule.Schedule(machines, bound, pending)
+	for k, p := range byKey {
+		if m, ok := r.Placements[k]; ok {
+			p.machine = m
+			continue
+		}
+		fe := r.Unschedulable[k]
+		u := Unschedulable{Namespace: k.Namespace, Name: k.Name, Owner: p.want.Owner}
+		if fe != nil {
+			u.Message, u.PerMachine = fe.Message, fe.PerMachine
+		}
+		s.pass.Unschedulable = append(s.pass.Unschedulable, u)
+	}
+}
+
+func schedPod(ns, name string, owner workload.Owner, t *corev1.PodTemplateSpec) schedule.Pod {
+	sp := schedule.Pod{Namespace: ns, Name: name}
+	if owner.Kind != "" && owner.Kind != "Pod" {
+		sp.Owner = owner.Kind + "/" + owner.Name
+	}
+	if t != nil {
+		sp.Labels, sp.Spec = t.Labels, &t.Spec
+	}
+	return sp
+}
+
+// resolve turns a placed pod into what its agent runs, and decides its
+// action.
+func (s *state) resolve(p *pod) {
+	m := s.machines[p.machine]
+	if m == nil || m.spec == nil {
+		s.pass.Errors = append(s.pass.Errors, s.errorf(p, "machine %s is not in the repository", p.machine))
+		return
+	}
+	uid := podUID(p.want.Namespace, p.want.Name, p.want.Hash)
+	if p.observed != nil && p.observed.UID != "" {
+		uid = p.observed.UID
+	}
+	switch {
+	case p.observed != nil || p.want.Action == workload.Keep:
+		p.action = Keep // on an unreachable machine: kept as remembered
+	case p.want.Action == workload.Replace:
+		p.action = Replace
+	default:
+		p.action = Start
+	}
+	m.pods = append(m.pods, p)
+	if !m.reachable {
+		return // nothing is sent; the pod is remembered where it is
+	}
+	if p.tmpl == nil {
+		if last := s.lastSent(p, uid); last != nil {
+			p.resolved = last
+			return
+		}
+		s.fail(m, p, "its template is neither in the repository nor in the controller's memory")
+		return
+	}
+	if p.carried {
+		s.pass.Warnings = append(s.pass.Warnings, fmt.Sprintf(
+			"pod %s on %s: the template of its revision %s is not remembered; it is described by the current template under its old hash, so its agent keeps it as it runs until the rollout replaces it",
+			p.key(), p.machine, p.want.Hash))
+	}
+	labels, annotations := p.tmpl.Labels, p.tmpl.Annotations
+	if p.carried && p.observed != nil {
+		labels = p.observed.Labels
+	}
+	r, err := resolve.Pod(&resolve.Input{
+		Namespace: p.want.Namespace, Name: p.want.Name, UID: uid,
+		Labels: labels, Annotations: annotations, Spec: &p.tmpl.Spec, Hash: p.want.Hash,
+		Machine: resolve.Machine{Name: m.name, Addresses: addresses(m.spec), Allocatable: m.sched.Allocatable},
+		Sources: s.sources,
+	})
+	if err != nil {
+		s.fail(m, p, err.Error())
+		return
+	}
+	for _, w := range r.Warnings {
+		s.pass.Warnings = append(s.pass.Warnings, "pod "+p.key()+": "+w)
+	}
+	p.resolved = &r.Pod
+	if p.action == Keep {
+		if why := s.changedConfigMaps(p); why != "" {
+			p.action, p.reason = Update, why
+		}
+	}
+}
+
+// fail records a pod that cannot be sent. A new pod is left out of its
+// machine's set; a pod that runs there holds the whole set back, since
+// leaving it out would stop it.
+func (s *state) fail(m *machine, p *pod, msg string) {
+	s.pass.Errors = append(s.pass.Errors, s.errorf(p, "%s", msg))
+	if p.observed != nil {
+		m.held = append(m.held, "pod "+p.key()+" cannot be described")
+	}
+}
+
+func (s *state) errorf(p *pod, format string, args ...any) Error {
+	e := Error{Object: p.want.Owner.String(), Pod: p.key(), Machine: p.machine, Message: fmt.Sprintf(format, args...)}
+	if o := s.objects[p.want.Owner]; o != nil {
+		e.Pos = o.Pos
+	}
+	return e
+}
+
+// lastSent finds the pod in the set this process last sent its machine.
+func (s *state) lastSent(p *pod, uid string) *api.Pod {
+	last := s.in.Last[p.machine]
+	if last == nil {
+		return nil
+	}
+	for i := range last.Pods {
+		lp := &last.Pods[i]
+		if lp.Key() == p.key() && lp.Hash == p.want.Hash && lp.UID == uid {
+			return lp
+		}
+	}
+	return nil
+}
+
+// changedConfigMaps says which ConfigMaps a kept pod refers to changed
+// since the previous pass, and how the pod sees it.
+func (s *state) changedConfigMaps(p *pod) string {
+	var inPlace, later []string
+	seen := map[string]bool{}
+	for _, ref := range resolve.References(&p.tmpl.Spec) {
+		if ref.Kind != resolve.KindConfigMap || seen[ref.Name] {
+			continue
+		}
+		seen[ref.Name] = true
+		key := p.want.Namespace + "/" + ref.Name
+		old, ok := s.in.Memory.ConfigMaps[key]
+		if !ok || old == s.pass.Memory.ConfigMaps[key] {
+			continue
+		}
+		in, l := resolve.Affected(&p.tmpl.Spec, resolve.KindConfigMap, ref.Name)
+		if len(in) > 0 {
+			inPlace = append(inPlace, ref.Name)
+		}
+		for _, r := range l {
+			what := r.Env
+			if what == "" {
+				what = cmp.Or(r.MountPath, string(r.Via))
+			}
+			later = append(later, fmt.Sprintf("%s (%s %s)", ref.Name, r.Via, what))
+		}
+	}
+	var parts []string
+	if len(inPlace) > 0 {
+		parts = append(parts, "ConfigMap "+strings.Join(inPlace, ", ")+" changed: files updated in place")
+	}
+	if len(later) > 0 {
+		parts = append(parts, "seen only after a restart: "+strings.Join(later, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// stops records the observed pods that go.
+func (s *state) stops(res *workload.Result) {
+	add := func(st workload.Stop) {
+		s.pass.Pods = append(s.pass.Pods, PodAction{
+			Machine: st.Machine, Namespace: st.Namespace, Name: st.Name, Owner: st.Owner,
+			Action: Stop, Reason: st.Reason,
+		})
+	}
+	for wi := range res.Workloads {
+		w := &res.Workloads[wi]
+		for _, st := range w.Stop {
+			add(st)
+		}
+		s.pass.Workloads = append(s.pass.Workloads, WorkloadStatus{Owner: w.Owner, Status: w.Status, Reason: w.Reason, Changes: w.Changes()})
+	}
+	for _, st := range res.Orphans {
+		add(st)
+		s.pass.Pruned = append(s.pass.Pruned, st)
+	}
+}
+
+// machinePlans builds each reachable machine's set and decides whether it
+// is sent.
+func (s *state) machinePlans() {
+	for _, m := range s.order {
+		plan := m.plan
+		var counts [5]int
+		for _, p := range m.pods {
+			s.pass.Pods = append(s.pass.Pods, PodAction{
+				Machine: m.name, Namespace: p.want.Namespace, Name: p.want.Name, Owner: p.want.Owner,
+				Action: p.action, Reason: p.reason, Hash: p.want.Hash, UID: uidOf(p),
+			})
+			counts[actionIndex(p.action)]++
+		}
+		s.pass.Machines = append(s.pass.Machines, *plan)
+		mp := &s.pass.Machines[len(s.pass.Machines)-1]
+		switch {
+		case m.spec == nil:
+			mp.Reasons = append(mp.Reasons, "not in the repository: left as it is")
+			continue
+		case !m.reachable:
+			mp.Reasons = append(mp.Reasons, "unreachable: "+mp.Err)
+			continue
+		}
+		set := api.DesiredPods{Pods: []api.Pod{}}
+		for _, p := range m.pods {
+			if p.resolved != nil {
+				set.Pods = append(set.Pods, *p.resolved)
+			}
+		}
+		slices.SortFunc(set.Pods, func(a, b api.Pod) int { return strings.Compare(a.Key(), b.Key()) })
+		digest := set.Digest()
+		mp.Pods = len(set.Pods)
+		if len(m.held) > 0 {
+			mp.Held = strings.Join(m.held, "; ")
+			mp.Reasons = append(mp.Reasons, "held: "+mp.Held)
+			continue
+		}
+		if digest == m.obs.Node.DesiredDigest {
+			continue
+		}
+		set.Generation = m.obs.Node.Generation + 1
+		mp.Send, mp.Generation, mp.Digest = &set, set.Generation, digest
+		stops := 0
+		for _, st := range s.pass.Pods {
+			if st.Action == Stop && st.Machine == m.name {
+				stops++
+			}
+		}
+		mp.Reasons = append(mp.Reasons, summary(counts, stops))
+	}
+}
+
+func actionIndex(a Action) int {
+	return slices.Index([]Action{Start, Replace, Update, Keep, Stop}, a)
+}
+
+func summary(c [5]int, stops int) string {
+	var parts []string
+	for i, w := range []string{"start", "replace", "update"} {
+		if c[i] > 0 {
+			parts = append(parts, fmt.Sprintf("%d to %s", c[i], w))
+		}
+	}
+	if stops > 0 {
+		parts = append(parts, fmt.Sprintf("%d to stop", stops))
+	}
+	if len(parts) == 0 {
+		return "pod set changed (resolved content, or the agent holds another set)"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func uidOf(p *pod) string {
+	if p.resolved != nil {
+		return p.resolved.UID
+	}
+	if p.observed != nil {
+		return p.observed.UID
+	}
+	return podUID(p.want.Namespace, p.want.Name, p.want.Hash)
+}
+
+// remember keeps, for the next pass, every wanted pod that has a machine,
+// with its template.
+func (s *state) remember(wanted []*pod) {
+	mem := &s.pass.Memory
+	for _, p := range wanted {
+		unsent := p.resolved == nil && p.observed == nil && s.machines[p.machine].reachable
+		if p.machine == "" || unsent {
+			continue // never reached a machine: nothing to remember
+		}
+		pm := PodMemory{Machine: p.machine, Owner: p.want.Owner, Hash: p.want.Hash, UID: uidOf(p)}
+		if prev, ok := s.in.Memory.Pods[p.key()]; ok && prev.UID == pm.UID {
+			pm.ReadySince = prev.ReadySince
+		}
+		if p.observed != nil {
+			switch {
+			case !p.observed.Ready:
+				pm.ReadySince = time.Time{}
+			case pm.ReadySince.IsZero():
+				pm.ReadySince = s.in.Now
+			}
+		}
+		if p.tmpl != nil && !p.carried {
+			d := templateDigest(p.tmpl)
+			mem.Templates[d] = p.tmpl
+			pm.Template = d
+		}
+		mem.Pods[p.key()] = pm
+	}
+}
+
+// converged: nothing left to do but wait.
+func (s *state) converged(wanted []*pod, res *workload.Result) bool {
+	if len(s.pass.Errors) > 0 || len(s.pass.Unschedulable) > 0 || res.Changes() > 0 {
+		return false
+	}
+	for _, m := range s.pass.Machines {
+		if m.InRepository && (!m.Reachable || m.Send != nil || m.Held != "") {
+			return false
+		}
+	}
+	for _, p := range wanted {
+		if p.observed == nil || (!p.observed.Ready && p.observed.Phase != corev1.PodSucceeded) {
+			return false
+		}
+	}
+	for key, os := range s.observed {
+		for _, o := range os {
+			if !slices.ContainsFunc(wanted, func(p *pod) bool { return p.key() == key && p.machine == o.machine }) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func sortPass(p *Pass) {
+	slices.SortFunc(p.Pods, func(a, b PodAction) int {
+		return cmp.Or(cmp.Compare(a.Machine, b.Machine), cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(actionIndex(a.Action), actionIndex(b.Action)))
+	})
+	slices.SortFunc(p.Unschedulable, func(a, b Unschedulable) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortStableFunc(p.Errors, func(a, b Error) int {
+		return cmp.Or(cmp.Compare(a.Object, b.Object), cmp.Compare(a.Pod, b.Pod))
+	})
+	slices.Sort(p.Warnings)
+	p.Warnings = slices.Compact(p.Warnings)
+}
+
+// podUID derives a pod's UID from its namespace, name and template hash, in
+// the form of a UUID: the same pod gets the same UID from any pass, a new
+// template under the same name a new one.
+func podUID(ns, name, hash string) string {
+	sum := sha256.Sum256([]byte("berth.dev/pod\x00" + ns + "\x00" + name + "\x00" + hash))
+	h := hex.EncodeToString(sum[:16])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func templateDigest(t *corev1.PodTemplateSpec) string {
+	b, err := json.Marshal(t)
+	if err != nil {
+		b = []byte(err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+// configMapDigests digests every ConfigMap's content (ConfigMaps hold no
+// secrets; Secrets are not digested, so memory reveals nothing of them).
+func configMapDigests(d *render.Desired) map[string]string {
+	out := map[string]string{}
+	for _, o := range d.Objects {
+		cm, ok := o.Obj.(*corev1.ConfigMap)
+		if !ok {
+			continue
+		}
+		b, _ := json.Marshal(struct {
+			D map[string]string `json:"d"`
+			B map[string][]byte `json:"b"`
+		}{cm.Data, cm.BinaryData})
+		sum := sha256.Sum256(b)
+		out[o.Namespace+"/"+o.Name] = hex.EncodeToString(sum[:12])
+	}
+	return out
+}
+
+func addresses(m *v1alpha1.Machine) []string {
+	if _, err := netip.ParseAddr(m.Spec.Address); err == nil {
+		return []string{m.Spec.Address}
+	}
+	return nil
+}
