@@ -435,20 +435,26 @@ func TestNetworkPolicy(t *testing.T) {
 	if err := s.Sync(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	allowed := func(from *testNetns, to string) bool {
-		_, err := from.dial(t, to)
+	// allowed reports whether a connect succeeds, giving it the time
+	// expected for the answer.
+	allowed := func(from *testNetns, to string, want bool) bool {
+		timeout := dialTimeout
+		if !want {
+			timeout = denyTimeout
+		}
+		_, err := from.dialWithin(t, to, timeout)
 		return err == nil
 	}
-	if !allowed(l.b, "198.18.16.2:8080") {
+	if !allowed(l.b, "198.18.16.2:8080", true) {
 		t.Error("b cannot reach a: the policy allows it")
 	}
-	if allowed(l.client, "198.18.16.2:8080") {
+	if allowed(l.client, "198.18.16.2:8080", false) {
 		t.Error("the client reaches a directly: the policy denies it")
 	}
-	if allowed(l.client, "198.19.0.10:80") {
+	if allowed(l.client, "198.19.0.10:80", false) {
 		t.Error("the client reaches a through its Service: the policy denies it")
 	}
-	if !allowed(l.a, "198.18.64.2:9090") {
+	if !allowed(l.a, "198.18.64.2:9090", true) {
 		t.Error("a cannot reach the client: a is not isolated for egress")
 	}
 
@@ -460,10 +466,10 @@ func TestNetworkPolicy(t *testing.T) {
 	if st := s.LastSync(); st.Full || st.ServicesChanged != 0 {
 		t.Errorf("adding a policy: %+v", st)
 	}
-	if allowed(l.b, "198.18.16.2:8080") {
+	if allowed(l.b, "198.18.16.2:8080", false) {
 		t.Error("b reaches a: b's egress policy excepts a's /30")
 	}
-	if !allowed(l.b, "198.18.64.2:9090") {
+	if !allowed(l.b, "198.18.64.2:9090", true) {
 		t.Error("b cannot reach the client: its egress policy allows 198.18.0.0/16")
 	}
 
@@ -472,7 +478,7 @@ func TestNetworkPolicy(t *testing.T) {
 	if err := s.Sync(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if !allowed(l.client, "198.18.16.2:8080") || !allowed(l.b, "198.18.16.2:8080") {
+	if !allowed(l.client, "198.18.16.2:8080", true) || !allowed(l.b, "198.18.16.2:8080", true) {
 		t.Error("traffic still denied after the policies were removed")
 	}
 }

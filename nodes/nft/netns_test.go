@@ -174,16 +174,28 @@ func (n *testNetns) listen(t testing.TB, addr, reply string) {
 	}()
 }
 
-// dialTimeout bounds a connect: a dropped SYN is a denial.
-const dialTimeout = time.Second
+// dialTimeout bounds a connect that should succeed. It is longer than
+// the first SYN retransmission (1 s): a client that reuses a source port
+// within conntrack's TIME_WAIT meets the old NAT binding and the server's
+// TIME_WAIT socket, and its first SYN may go unanswered.
+const dialTimeout = 3 * time.Second
+
+// denyTimeout is how long a connect that should be dropped is given.
+const denyTimeout = 700 * time.Millisecond
 
 // dial connects from the namespace to addr and returns the first line read.
 func (n *testNetns) dial(t testing.TB, addr string) (string, error) {
 	t.Helper()
+	return n.dialWithin(t, addr, dialTimeout)
+}
+
+// dialWithin is dial with a connect timeout.
+func (n *testNetns) dialWithin(t testing.TB, addr string, timeout time.Duration) (string, error) {
+	t.Helper()
 	var conn net.Conn
 	var derr error
 	n.do(t, func() error {
-		d := net.Dialer{Timeout: dialTimeout}
+		d := net.Dialer{Timeout: timeout}
 		conn, derr = d.Dial("tcp4", addr)
 		return nil
 	})
@@ -191,7 +203,7 @@ func (n *testNetns) dial(t testing.TB, addr string) (string, error) {
 		return "", derr
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	conn.SetDeadline(time.Now().Add(dialTimeout))
 	buf := make([]byte, 200)
 	k, err := conn.Read(buf)
 	if err != nil {
