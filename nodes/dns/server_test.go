@@ -289,6 +289,11 @@ func startUpstream(t testing.TB, handle func(w dns.ResponseWriter, r *dns.Msg)) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveUpstream(t, pc, ln, handle)
+}
+
+// serveUpstream serves handle on sockets already bound.
+func serveUpstream(t testing.TB, pc net.PacketConn, ln net.Listener, handle func(w dns.ResponseWriter, r *dns.Msg)) *upstreamServer {
 	u := &upstreamServer{addr: ln.Addr().String()}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		if _, ok := w.LocalAddr().(*net.TCPAddr); ok {
