@@ -32,6 +32,8 @@ func TestArbitraryObservations(t *testing.T) {
 		img := func(label string) string { return rapid.SampledFrom(images).Draw(rt, label) }
 		n := func(label string, max int32) int32 { return rapid.Int32Range(0, max).Draw(rt, label) }
 		dsSurge, dsUnav := n("dsSurge", 1), n("dsUnav", 2)
+		jobPar := n("parallelism", 3) + 1
+		jobIndexed := rapid.Bool().Draw(rt, "indexed")
 		var recreate bool
 		var dR, dSurge, dUnav, dMinReady int32
 		objects := []*render.Object{
@@ -55,8 +57,8 @@ func TestArbitraryObservations(t *testing.T) {
 				s.Spec.UpdateStrategy.RollingUpdate.Partition = ptr(n("partition", 4))
 			}),
 			daemonSetObj("ds", img("dsImage"), intstr.FromInt32(dsSurge), intstr.FromInt32(dsUnav)),
-			jobObj("j", jobSpec(n("completions", 4)+1, n("parallelism", 3)+1, func(j *batchv1.JobSpec) {
-				if rapid.Bool().Draw(rt, "indexed") {
+			jobObj("j", jobSpec(n("completions", 4)+1, jobPar, func(j *batchv1.JobSpec) {
+				if jobIndexed {
 					indexed(j)
 				}
 				if rapid.Bool().Draw(rt, "ttl") {
@@ -209,6 +211,31 @@ func TestArbitraryObservations(t *testing.T) {
 				}
 				if floor := min(len(before), 3-int(maxUnav)); len(after) < floor {
 					rt.Fatalf("DaemonSet: %d machines available after the pass, %d before; %d must stay", len(after), len(before), floor)
+				}
+			}
+			// A Job runs at most parallelism pods, one per index.
+			{
+				active := 0
+				indexes := map[string]bool{}
+				for _, p := range workloadOf(rt, res, "Job", "j").Pods {
+					o := observed[p.Name]
+					if p.Action == Keep && (o.Phase == corev1.PodSucceeded || o.Phase == corev1.PodFailed) {
+						continue
+					}
+					active++
+					idx := ""
+					if p.Template != nil {
+						idx = p.Template.Labels[LabelJobCompletionIndex]
+					} else {
+						idx = o.Labels[LabelJobCompletionIndex]
+					}
+					if indexes[idx] && idx != "" && jobIndexed {
+						rt.Fatalf("two running pods for index %s", idx)
+					}
+					indexes[idx] = true
+				}
+				if active > int(jobPar) {
+					rt.Fatalf("Job runs %d pods > parallelism %d", active, jobPar)
 				}
 			}
 			for _, w := range res.Workloads {

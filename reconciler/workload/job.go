@@ -219,6 +219,9 @@ func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[s
 					b.stop(o, fmt.Sprintf("index %d already succeeded or is out of range", i))
 				case j < len(ps)-1:
 					b.stop(o, fmt.Sprintf("more than one pod for index %d", i))
+				case running >= parallelism:
+					// Lowest indexes first, as they were started.
+					b.stop(o, fmt.Sprintf("parallelism %d", parallelism))
 				default:
 					b.keep(o, nil, "")
 					running++
@@ -255,10 +258,16 @@ func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[s
 			want = min(want, int32(len(active)))
 		}
 		ranked := removable(active)
+		// Pods on an unreachable machine may well be running: they count
+		// first, and go only when there are too many.
 		for _, o := range active {
-			if o.frozen {
+			switch {
+			case !o.frozen:
+			case running < want:
 				b.keep(o, nil, "machine unreachable")
 				running++
+			default:
+				b.stop(o, fmt.Sprintf("parallelism %d", parallelism))
 			}
 		}
 		for _, o := range slices.Backward(ranked) {
