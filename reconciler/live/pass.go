@@ -281,7 +281,7 @@ func (s *state) wanted(res *workload.Result) []*pod {
 	for wi := range res.Workloads {
 		w := &res.Workloads[wi]
 		for _, wp := range w.Pods {
-			p := &pod{want: wp, machine: wp.Machine, tmpl: wp.Template, reason: cmp.Or(wp.Reason, w.Reason)}
+			p := &pod{want: wp, machine: wp.Machine, tmpl: wp.Template, reason: podReason(wp.Reason, w.Reason)}
 			if p.tmpl == nil {
 				p.tmpl, p.carried = s.knownTemplate(p, current[wp.Owner])
 			}
@@ -294,6 +294,15 @@ func (s *state) wanted(res *workload.Result) []*pod {
 		}
 	}
 	return out
+}
+
+// podReason is the controller's reason for one pod, followed by what the
+// workload does as a whole.
+func podReason(pod, workload string) string {
+	if pod == "" || workload == "" {
+		return pod + workload
+	}
+	return pod + "; " + workload
 }
 
 // knownTemplate finds the template of a kept pod whose revision is no
@@ -616,8 +625,7 @@ func uidOf(p *pod) string {
 func (s *state) remember(wanted []*pod) {
 	mem := &s.pass.Memory
 	for _, p := range wanted {
-		unsent := p.resolved == nil && p.observed == nil && s.machines[p.machine].reachable
-		if p.machine == "" || unsent {
+		if p.machine == "" || (p.resolved == nil && p.observed == nil && s.machines[p.machine].reachable) {
 			continue // never reached a machine: nothing to remember
 		}
 		pm := PodMemory{Machine: p.machine, Owner: p.want.Owner, Hash: p.want.Hash, UID: uidOf(p)}

@@ -47,27 +47,43 @@ func WriteText(w io.Writer, p *Pass, verbose bool) error {
 	for _, wn := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", wn)
 	}
-	send := p.Changes()
-	switch {
-	case p.Converged:
+	if p.Converged {
 		b.WriteString("No changes. The fleet matches the repository.\n")
-	case send == 0 && len(p.Unschedulable) == 0 && len(p.Errors) == 0:
-		fmt.Fprintf(&b, "No machine to tell; waiting for %d pods to become ready.\n", waiting(p))
-	default:
-		fmt.Fprintf(&b, "Plan: %d to start, %d to replace, %d to update, %d to stop on %d machines; %d pending, %d errors.\n",
-			counts[Start], counts[Replace], counts[Update], counts[Stop], send, len(p.Unschedulable), len(p.Errors))
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	for _, wl := range p.Workloads {
+		if verbose || wl.Changes > 0 || !settled(wl) {
+			fmt.Fprintf(&b, "%s: %s\n", wl.Owner, wl.Reason)
+		}
+	}
+	send := p.Changes()
+	if send == 0 && len(p.Unschedulable) == 0 && len(p.Errors) == 0 {
+		b.WriteString("No machine to tell now; waiting for the fleet to catch up.\n")
+	} else {
+		fmt.Fprintf(&b, "Plan: %d to start, %d to replace, %d to update, %d to stop; %s to tell; %d pending, %d errors.\n",
+			counts[Start], counts[Replace], counts[Update], counts[Stop], plural(send, "machine"), len(p.Unschedulable), len(p.Errors))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// waiting counts workloads' pods not yet ready.
-func waiting(p *Pass) int {
-	n := 0
-	for _, w := range p.Workloads {
-		if d := w.Status.Replicas - w.Status.ReadyReplicas; d > 0 {
-			n += int(d)
-		}
+// settled: the workload has what it wants (its pods up to date and
+// ready, or a Job or CronJob that is not running anything).
+func settled(w WorkloadStatus) bool {
+	st := w.Status
+	switch w.Owner.Kind {
+	case "Job", "CronJob":
+		return st.Active == 0 && len(st.ActiveJobs) == 0
+	case "DaemonSet":
+		return st.UpdatedReplicas == st.DesiredNumberScheduled && st.ReadyReplicas == st.DesiredNumberScheduled && st.NumberMisscheduled == 0
 	}
-	return n
+	return st.UnavailableReplicas == 0 && st.Replicas == st.UpdatedReplicas && st.Replicas == st.ReadyReplicas
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
