@@ -97,8 +97,8 @@ func TestPass(t *testing.T) {
 			}
 		},
 	}, {
-		name:  "unschedulable pods carry the scheduler's message",
-		then:  map[string]string{"big.yaml": deployYAML("big", 1, "big:1", "") + "        resources: {requests: {cpu: '64'}}\n"},
+		name: "unschedulable pods carry the scheduler's message",
+		then: map[string]string{"big.yaml": deployYAML("big", 1, "big:1", "") + "        resources: {requests: {cpu: '64'}}\n"},
 		check: func(t *testing.T, s *fleetSim, p *Pass) {
 			if len(p.Unschedulable) != 1 || !strings.HasPrefix(p.Unschedulable[0].Message, "0/3 machines are available: ") ||
 				!strings.Contains(p.Unschedulable[0].Message, "insufficient cpu") {
@@ -144,9 +144,9 @@ spec:
 			}
 		},
 	}, {
-		name:  "a pod that cannot be resolved is named with its place in the repository and not sent",
-		then:  map[string]string{"bad.yaml": deployYAML("bad", 1, "bad:1", "") + "        env: [{name: X, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]\n"},
-		skip:  true,
+		name: "a pod that cannot be resolved is named with its place in the repository and not sent",
+		then: map[string]string{"bad.yaml": deployYAML("bad", 1, "bad:1", "") + "        env: [{name: X, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]\n"},
+		skip: true,
 		check: func(t *testing.T, s *fleetSim, p *Pass) {
 			if len(p.Errors) != 1 {
 				t.Fatalf("errors %+v", p.Errors)
