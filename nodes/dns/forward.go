@@ -27,7 +27,7 @@ var errNoUpstream = errors.New("no upstream resolver")
 // retry when the answer is truncated (or over TCP when the client asked
 // over TCP).
 type forwarder struct {
-	upstreams []*upstream
+	upstreams atomic.Pointer[[]*upstream]
 	next      atomic.Uint32
 	attempt   time.Duration // one upstream's time to answer
 	cooldown  time.Duration // how long a failed upstream is tried last
@@ -41,10 +41,27 @@ type upstream struct {
 
 func newForwarder(addrs []string, attempt, cooldown time.Duration) *forwarder {
 	f := &forwarder{attempt: attempt, cooldown: cooldown, now: time.Now}
-	for _, a := range addrs {
-		f.upstreams = append(f.upstreams, &upstream{addr: a})
-	}
+	f.set(addrs)
 	return f
+}
+
+// set replaces the upstreams; queries under way finish with the old ones.
+func (f *forwarder) set(addrs []string) {
+	ups := make([]*upstream, 0, len(addrs))
+	for _, a := range addrs {
+		ups = append(ups, &upstream{addr: a})
+	}
+	f.upstreams.Store(&ups)
+}
+
+// addrs are the upstreams' addresses.
+func (f *forwarder) addrs() []string {
+	ups := *f.upstreams.Load()
+	out := make([]string, len(ups))
+	for i, u := range ups {
+		out[i] = u.addr
+	}
+	return out
 }
 
 // attemptError is one upstream's failure.
@@ -60,7 +77,8 @@ func (e *attemptError) Unwrap() error { return e.err }
 // upstream that gave it. failed is called for every upstream that failed
 // on the way. The answer carries req's ID.
 func (f *forwarder) exchange(ctx context.Context, req *dns.Msg, tcp bool, failed func(upstream string, err error)) (*dns.Msg, string, error) {
-	n := len(f.upstreams)
+	ups := *f.upstreams.Load()
+	n := len(ups)
 	if n == 0 {
 		return nil, "", errNoUpstream
 	}
@@ -71,7 +89,7 @@ func (f *forwarder) exchange(ctx context.Context, req *dns.Msg, tcp bool, failed
 	order := make([]*upstream, 0, n)
 	for pass := 0; pass < 2; pass++ {
 		for i := range n {
-			u := f.upstreams[(start+i)%n]
+			u := ups[(start+i)%n]
 			if (u.downUntil.Load() <= now) == (pass == 0) {
 				order = append(order, u)
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -26,6 +27,9 @@ const (
 	// DefaultMaxForwards is how many forwarded queries may wait for an
 	// upstream at once (CoreDNS's forward plugin has the same knob).
 	DefaultMaxForwards = 1000
+	// DefaultResolvConfPoll is how often the machine's resolv.conf is
+	// looked at for changed resolvers.
+	DefaultResolvConfPoll = 5 * time.Second
 	// ednsSize is the UDP payload size this server announces (the DNS
 	// flag day 2020 value, safe from fragmentation).
 	ednsSize = 1232
@@ -45,6 +49,10 @@ type Options struct {
 	// empty. Its loopback nameservers and this server's own addresses
 	// are left out, so that a query never comes back to us.
 	ResolvConf string
+	// ResolvConfPoll is how often ResolvConf is looked at for a change
+	// of resolvers (when Upstreams is empty); DefaultResolvConfPoll when
+	// zero.
+	ResolvConfPoll time.Duration
 	// View is the first set of records; an empty View of DefaultDomain
 	// when nil.
 	View *View
@@ -85,7 +93,7 @@ func (o *Options) Validate() error {
 			return err
 		}
 	}
-	for _, d := range []time.Duration{o.AttemptTimeout, o.QueryTimeout, o.UpstreamBackoff} {
+	for _, d := range []time.Duration{o.AttemptTimeout, o.QueryTimeout, o.UpstreamBackoff, o.ResolvConfPoll} {
 		if d < 0 {
 			return errors.New("negative timeout")
 		}
@@ -106,6 +114,8 @@ type Server struct {
 	rr   atomic.Uint32 // rotation of multi-address answers
 	// forwards holds a token per query waiting for an upstream.
 	forwards chan struct{}
+	// resolvStamp is the resolv.conf the upstreams were read from.
+	resolvStamp fileStamp
 
 	mu    sync.Mutex
 	udp   []net.PacketConn
@@ -134,6 +144,9 @@ func New(o Options) (*Server, error) {
 	if o.MaxForwards == 0 {
 		o.MaxForwards = DefaultMaxForwards
 	}
+	if o.ResolvConfPoll == 0 {
+		o.ResolvConfPoll = DefaultResolvConfPoll
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -147,13 +160,10 @@ func New(o Options) (*Server, error) {
 			ups = append(ups, a)
 		}
 	} else {
-		var own []netip.Addr
-		for _, a := range o.Listen {
-			host, _, _ := net.SplitHostPort(a)
-			own = append(own, netip.MustParseAddr(host))
-		}
 		var err error
-		ups, err = Upstreams(o.ResolvConf, own)
+		if s.resolvStamp, err = stamp(o.ResolvConf); err == nil {
+			ups, err = s.readUpstreams()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("dns server: %w", err)
 		}
@@ -171,6 +181,67 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
+// readUpstreams reads the resolvers from the resolv.conf, without those
+// that are this server.
+func (s *Server) readUpstreams() ([]string, error) {
+	var own []netip.Addr
+	for _, a := range s.opts.Listen {
+		host, _, _ := net.SplitHostPort(a)
+		own = append(own, netip.MustParseAddr(host))
+	}
+	return Upstreams(s.opts.ResolvConf, own)
+}
+
+// fileStamp tells whether a file changed.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+}
+
+func stamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, fmt.Errorf("read upstream resolvers: %w", err)
+	}
+	st := fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
+}
+
+// watchResolvConf re-reads the upstreams when the machine's resolv.conf
+// changes (DHCP, a VPN, resolvconf replace it, often by rename), looking
+// every ResolvConfPoll until ctx is done.
+func (s *Server) watchResolvConf(ctx context.Context) {
+	tick := time.NewTicker(s.opts.ResolvConfPoll)
+	defer tick.Stop()
+	last := s.resolvStamp
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := stamp(s.opts.ResolvConf)
+		if err != nil || st == last {
+			continue // a missing file keeps the resolvers we have
+		}
+		ups, err := s.readUpstreams()
+		if err != nil {
+			s.log.Warn("dns upstreams not re-read", "resolv_conf", s.opts.ResolvConf, "error", err)
+			continue
+		}
+		last = st
+		if slices.Equal(ups, s.fwd.addrs()) {
+			continue
+		}
+		s.fwd.set(ups)
+		s.log.Info("dns upstreams changed", "resolv_conf", s.opts.ResolvConf, "upstreams", ups)
+	}
+}
+
 // Update replaces the records served; queries in flight finish with the
 // View they started with.
 func (s *Server) Update(v *View) {
@@ -184,11 +255,7 @@ func (s *Server) View() *View { return s.view.Load() }
 
 // Upstreams are the resolvers queries are forwarded to (ip:port).
 func (s *Server) Upstreams() []string {
-	out := make([]string, len(s.fwd.upstreams))
-	for i, u := range s.fwd.upstreams {
-		out[i] = u.addr
-	}
-	return out
+	return s.fwd.addrs()
 }
 
 // Collectors are the server's Prometheus counters, for the caller to
@@ -296,8 +363,21 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	v := s.view.Load()
 	s.log.Info("dns serving", "listen", s.Addrs(), "domain", v.Domain(), "upstreams", s.Upstreams())
-	if len(s.fwd.upstreams) == 0 {
+	if len(s.fwd.addrs()) == 0 {
 		s.log.Warn("dns has no upstream resolver: names outside the cluster get SERVFAIL", "resolv_conf", s.opts.ResolvConf)
+	}
+
+	if len(s.opts.Upstreams) == 0 {
+		wctx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			s.watchResolvConf(wctx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watched
+		}()
 	}
 
 	var err error

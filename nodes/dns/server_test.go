@@ -665,3 +665,41 @@ func TestServerForwardLimit(t *testing.T) {
 		t.Errorf("overload failures = %v, want 1", got)
 	}
 }
+
+func TestServerResolvConfChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	write := func(content string) {
+		t.Helper()
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // as resolvconf and DHCP clients do
+			t.Fatal(err)
+		}
+	}
+	write("nameserver 192.0.2.53\n")
+	s, _ := startServer(t, Options{ResolvConf: path, ResolvConfPoll: 10 * time.Millisecond})
+	if got := s.Upstreams(); !slices.Equal(got, []string{"192.0.2.53:53"}) {
+		t.Fatalf("upstreams %q", got)
+	}
+	waitUpstreams := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Equal(s.Upstreams(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("upstreams %q, want %q", s.Upstreams(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	write("nameserver 127.0.0.53\nnameserver 192.0.2.54\nnameserver 2001:db8::53\n")
+	waitUpstreams("192.0.2.54:53", "[2001:db8::53]:53")
+
+	// Without resolvers, names outside the cluster get SERVFAIL until
+	// some come back.
+	write("# no resolvers\n")
+	waitUpstreams()
+	write("nameserver 192.0.2.55\n")
+	waitUpstreams("192.0.2.55:53")
+}
