@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,16 +29,7 @@ import (
 // containers' log driver (the runtime's LoggerPath defaults to this
 // executable, which containerd's shim runs as `<binary> __log-driver`).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == logs.DriverCommand {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		err := logs.RunDriver(ctx, os.Args[2:])
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	logs.RunIfDriver()
 	os.Exit(m.Run())
 }
 

@@ -6,13 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,16 +33,7 @@ import (
 // TestMain lets the test binary stand in for the berth binary as the
 // containers' log driver (the runtime's LoggerPath is this executable).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == logs.DriverCommand {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		err := logs.RunDriver(ctx, os.Args[2:])
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	logs.RunIfDriver()
 	os.Exit(m.Run())
 }
 

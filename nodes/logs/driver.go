@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 )
@@ -149,4 +150,22 @@ func RunDriver(ctx context.Context, args []string) error {
 		return fmt.Errorf("log driver: %w", err)
 	}
 	return nil
+}
+
+// RunIfDriver runs the log driver and exits when the process was started
+// as one (its first argument is DriverCommand), and returns otherwise. It
+// is for test binaries that stand in for the berth binary as the
+// containers' log driver: they call it first thing in TestMain.
+func RunIfDriver() {
+	if len(os.Args) < 2 || os.Args[1] != DriverCommand {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	err := RunDriver(ctx, os.Args[2:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,16 +34,7 @@ import (
 // containers' log driver: containerd's shim runs it (LoggerPath defaults
 // to this executable) as `<binary> __log-driver <config>`.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == logs.DriverCommand {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		err := logs.RunDriver(ctx, os.Args[2:])
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	logs.RunIfDriver()
 	os.Exit(m.Run())
 }
 

@@ -2,10 +2,7 @@ package bench_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,16 +14,7 @@ import (
 // TestMain lets the test binary stand in for the berth binary as the
 // containers' log driver.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == logs.DriverCommand {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		err := logs.RunDriver(ctx, os.Args[2:])
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	logs.RunIfDriver()
 	os.Exit(m.Run())
 }
 
