@@ -231,10 +231,8 @@ func NewView(in Input) (*View, error) {
 	for i := range in.Services {
 		b.service(&in.Services[i])
 	}
-	if in.PodMode != PodsDisabled {
-		for _, p := range in.Pods {
-			b.pod(p)
-		}
+	for _, p := range in.Pods {
+		b.pod(p, in.PodMode != PodsDisabled)
 	}
 	for _, p := range in.ReverseZones {
 		if !p.IsValid() {
@@ -735,9 +733,11 @@ func (b *builder) port(svc *node, base, portName string, proto corev1.Protocol, 
 	b.addSRV(b.node(name), name, number, target, extra)
 }
 
-func (b *builder) pod(p Pod) {
+// pod makes the pod's namespace exist and, with records, its address
+// names and their PTRs.
+func (b *builder) pod(p Pod, records bool) {
 	ns := strings.ToLower(p.Namespace)
-	if !b.namespace(ns) {
+	if !b.namespace(ns) || !records {
 		return
 	}
 	for _, ip := range p.IPs {

@@ -296,6 +296,11 @@ func TestViewPodModes(t *testing.T) {
 	if res.Rcode != dns.RcodeNameError {
 		t.Errorf("disabled pod PTR: %s %q", dns.RcodeToString[res.Rcode], rrTexts(res.Answer))
 	}
+	// The pods' namespace still exists.
+	res, _ = v.Lookup("kube-system.svc.cluster.local.", dns.TypeA)
+	if res.Rcode != dns.RcodeSuccess {
+		t.Errorf("namespace of pods with pod names disabled: %s", dns.RcodeToString[res.Rcode])
+	}
 }
 
 func TestViewOptions(t *testing.T) {
