@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,12 +25,42 @@ type testNetns struct {
 	h    netns.NsHandle
 }
 
-var nsCounter int
+var (
+	nsCounter int
+	sweep     sync.Once
+)
+
+// sweepStale deletes the namespaces of test processes that died before
+// their cleanup ran (a -timeout panic, a kill): named bnft-TAG-PID-N with
+// no process PID.
+func sweepStale(t testing.TB) {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		parts := strings.Split(e.Name(), "-")
+		if len(parts) != 4 || parts[0] != "bnft" {
+			continue
+		}
+		pid, err := strconv.Atoi(parts[2])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue
+		}
+		if err := netns.DeleteNamed(e.Name()); err != nil {
+			t.Logf("delete stale netns %s: %v", e.Name(), err)
+		}
+	}
+}
 
 // newNetns creates a namespace with its loopback up.
 func newNetns(t testing.TB, tag string) *testNetns {
 	t.Helper()
 	testenv.RequireRoot(t)
+	sweep.Do(func() { sweepStale(t) })
 	nsCounter++
 	name := fmt.Sprintf("bnft-%s-%d-%d", tag, os.Getpid(), nsCounter)
 	runtime.LockOSThread()
