@@ -283,7 +283,11 @@ func (s *state) wanted(res *workload.Result) []*pod {
 		for _, wp := range w.Pods {
 			p := &pod{want: wp, machine: wp.Machine, tmpl: wp.Template, reason: podReason(wp.Reason, w.Reason)}
 			if p.tmpl == nil {
-				p.tmpl, p.carried = s.knownTemplate(p, current[wp.Owner])
+				cur := current[wp.Owner]
+				if cur == nil {
+					cur = s.writtenTemplate(wp.Owner)
+				}
+				p.tmpl, p.carried = s.knownTemplate(p, cur)
 			}
 			for _, o := range s.observed[p.key()] {
 				if o.machine == p.machine && o.status.Hash == wp.Hash && !o.status.Terminating {
@@ -303,6 +307,20 @@ func podReason(pod, workload string) string {
 		return pod + workload
 	}
 	return pod + "; " + workload
+}
+
+// writtenTemplate is a workload's pod template as written in git, for
+// when no pod of this pass carries it.
+func (s *state) writtenTemplate(owner workload.Owner) *corev1.PodTemplateSpec {
+	o := s.objects[owner]
+	if o == nil {
+		return nil
+	}
+	meta, spec, _, ok := render.PodTemplate(o)
+	if !ok {
+		return nil
+	}
+	return &corev1.PodTemplateSpec{ObjectMeta: *meta, Spec: *spec}
 }
 
 // knownTemplate finds the template of a kept pod whose revision is no
