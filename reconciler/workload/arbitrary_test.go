@@ -33,6 +33,7 @@ func TestArbitraryObservations(t *testing.T) {
 		n := func(label string, max int32) int32 { return rapid.Int32Range(0, max).Draw(rt, label) }
 		dsSurge, dsUnav := n("dsSurge", 1), n("dsUnav", 2)
 		jobPar := n("parallelism", 3) + 1
+		stsParallel := rapid.Bool().Draw(rt, "parallel")
 		jobIndexed := rapid.Bool().Draw(rt, "indexed")
 		var recreate bool
 		var dR, dSurge, dUnav, dMinReady int32
@@ -51,7 +52,7 @@ func TestArbitraryObservations(t *testing.T) {
 				d.Spec.MinReadySeconds = dMinReady
 			}),
 			statefulSetObj("s", n("sReplicas", 4), img("sImage"), func(s *appsv1.StatefulSet) {
-				if rapid.Bool().Draw(rt, "parallel") {
+				if stsParallel {
 					parallel(s)
 				}
 				s.Spec.UpdateStrategy.RollingUpdate.Partition = ptr(n("partition", 4))
@@ -211,6 +212,35 @@ func TestArbitraryObservations(t *testing.T) {
 				}
 				if floor := min(len(before), 3-int(maxUnav)); len(after) < floor {
 					rt.Fatalf("DaemonSet: %d machines available after the pass, %d before; %d must stay", len(after), len(before), floor)
+				}
+			}
+			// An ordered StatefulSet starts a pod only after all before it
+			// are running and ready, and changes one pod at a time.
+			if !stsParallel {
+				w := workloadOf(rt, res, "StatefulSet", "s")
+				changes := 0
+				for _, p := range w.Pods {
+					if p.Action == Keep {
+						continue
+					}
+					changes++
+					ord, _ := ordinalOf("s", p.Name)
+					for i := int32(0); i < ord; i++ {
+						o := observed["s-"+itoa(i)]
+						if o == nil || o.Terminating || o.Phase != corev1.PodRunning || !o.Ready || o.Machine == "m9" || o.Machine == "m1" && !machines[1].Reachable {
+							rt.Fatalf("StatefulSet: %s %s before s-%d is running and ready", p.Action, p.Name, i)
+						}
+					}
+				}
+				for _, s := range w.Stop {
+					// Clearing finished, stray or lost pods is not a step.
+					_, isOrd := ordinalOf("s", s.Name)
+					if o := observed[s.Name]; isOrd && o.Phase != corev1.PodFailed && o.Phase != corev1.PodSucceeded && o.Machine != "m9" {
+						changes++
+					}
+				}
+				if changes > 1 {
+					rt.Fatalf("StatefulSet: %d steps in one ordered pass: %+v, stop %v", changes, w.Pods, w.Stop)
 				}
 			}
 			// A Job runs at most parallelism pods, one per index.

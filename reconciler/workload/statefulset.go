@@ -118,7 +118,22 @@ func (p *pass) statefulSet(s *appsv1.StatefulSet, ns, name string) Workload {
 			}
 		}
 	}
-	// Scale down from the highest ordinal.
+	// Scale down from the highest ordinal. Ordered: one at a time, once
+	// the pods that stay are healthy, and no other pod going is stopping
+	// or unhealthy.
+	if monotonic && !blocked {
+		for _, ord := range slices.Sorted(maps.Keys(slots)) {
+			sl := slots[ord]
+			if ord >= start && ord < start+R {
+				continue
+			}
+			if sl.waiting {
+				wait(podName(ord) + " to stop")
+			} else if n := len(condemned); sl.pod != nil && n > 0 && ord != condemned[n-1] && !healthy(sl.pod) {
+				wait(sl.pod.Name + " to be Running and Ready before scaling down")
+			}
+		}
+	}
 	if !blocked {
 		for i := len(condemned) - 1; i >= 0; i-- {
 			o := slots[condemned[i]].pod
