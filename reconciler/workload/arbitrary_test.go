@@ -303,8 +303,8 @@ func TestArbitraryObservations(t *testing.T) {
 							rt.Fatalf("%s replaces %s, which is not there to replace", w.Owner, p.Name)
 						}
 					case Keep:
-						if o == nil {
-							rt.Fatalf("%s keeps %s, which is not there", w.Owner, p.Name)
+						if o == nil || o.Terminating {
+							rt.Fatalf("%s keeps %s, which is not there or stopping", w.Owner, p.Name)
 						}
 					}
 				}

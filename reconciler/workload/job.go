@@ -99,9 +99,13 @@ func (p *pass) job(spec *batchv1.JobSpec, owner Owner, labels, annotations map[s
 		LabelOwnerKind: owner.Kind, LabelOwnerName: owner.Name, LabelPodTemplateHash: hash,
 		LabelJobName: owner.Name, LabelBatchJobName: owner.Name,
 	}, labels), annotations)
+	// Finished pods stay as the Job's record (unless something already
+	// stops them: wanting a stopping pod again would run it again).
 	keepDone := func() {
 		for _, o := range done {
-			b.keep(o, nil, "finished pod kept as the Job's record")
+			if !o.Terminating {
+				b.keep(o, nil, "finished pod kept as the Job's record")
+			}
 		}
 	}
 
