@@ -1,7 +1,9 @@
 package nft
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -234,5 +236,19 @@ func TestIntervalElements(t *testing.T) {
 	}
 	if want := "10.0.0.0-10.0.2.255 10.0.4.0/24"; strings.Join(got, " ") != want {
 		t.Errorf("got %v, want %s", got, want)
+	}
+}
+
+func TestFirstError(t *testing.T) {
+	a, b, c := errors.New("a"), errors.New("b"), errors.New("c")
+	nested := fmt.Errorf("receive: %w", errors.Join(errors.Join(a, b), c))
+	if got := firstError(nested).Error(); got != "a (and 2 more errors)" {
+		t.Errorf("firstError = %q", got)
+	}
+	if !errors.Is(firstError(nested), a) {
+		t.Error("firstError does not wrap the first error")
+	}
+	if firstError(a) != a {
+		t.Error("a single error was changed")
 	}
 }

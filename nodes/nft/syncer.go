@@ -470,12 +470,38 @@ func (s *Syncer) apply(p *plan, st *SyncStats) (err error) {
 		if errors.Is(err, syscall.ENOBUFS) {
 			return fmt.Errorf("send batch (acks lost; the batch may have been applied): %w", err)
 		}
-		return fmt.Errorf("send batch: %w", err)
+		return fmt.Errorf("send batch: %w", firstError(err))
 	}
 	for _, set := range p.delSets {
 		delete(s.sets, set.Name)
 	}
 	return nil
+}
+
+// firstError shortens the kernel's answer to a failed batch: the library
+// joins (and nests) one error per message that failed, and they are usually
+// one cause repeated.
+func firstError(err error) error {
+	var leaves []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		leaves = append(leaves, e)
+	}
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		return err
+	}
+	walk(joined.(error))
+	if len(leaves) < 2 {
+		return err
+	}
+	return fmt.Errorf("%w (and %d more errors)", leaves[0], len(leaves)-1)
 }
 
 // reopen replaces the connection after a failed batch, so that no half-queued
