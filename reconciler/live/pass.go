@@ -642,6 +642,8 @@ func uidOf(p *pod) string {
 // with its template.
 func (s *state) remember(wanted []*pod) {
 	mem := &s.pass.Memory
+	// A revision's pods share one template value: digest it once.
+	digests := map[*corev1.PodTemplateSpec]string{}
 	for _, p := range wanted {
 		if p.machine == "" || (p.resolved == nil && p.observed == nil && s.machines[p.machine].reachable) {
 			continue // never reached a machine: nothing to remember
@@ -659,7 +661,11 @@ func (s *state) remember(wanted []*pod) {
 			}
 		}
 		if p.tmpl != nil && !p.carried {
-			d := templateDigest(p.tmpl)
+			d, ok := digests[p.tmpl]
+			if !ok {
+				d = templateDigest(p.tmpl)
+				digests[p.tmpl] = d
+			}
 			mem.Templates[d] = p.tmpl
 			pm.Template = d
 		}
@@ -682,9 +688,13 @@ func (s *state) converged(wanted []*pod, res *workload.Result) bool {
 			return false
 		}
 	}
+	where := make(map[string]string, len(wanted))
+	for _, p := range wanted {
+		where[p.key()] = p.machine
+	}
 	for key, os := range s.observed {
 		for _, o := range os {
-			if !slices.ContainsFunc(wanted, func(p *pod) bool { return p.key() == key && p.machine == o.machine }) {
+			if m, ok := where[key]; !ok || m != o.machine {
 				return false
 			}
 		}
