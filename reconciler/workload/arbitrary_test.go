@@ -153,6 +153,9 @@ func TestArbitraryObservations(t *testing.T) {
 			rt.Fatal("non-deterministic")
 		}
 		for _, res := range []Result{r, r2} {
+			if !res.Wake.IsZero() && !res.Wake.After(now) {
+				rt.Fatalf("wake %v is not after now %v", res.Wake, now)
+			}
 			observed := map[string]*Pod{}
 			for i := range pods {
 				observed[pods[i].Name] = &pods[i]

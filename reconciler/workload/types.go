@@ -17,8 +17,8 @@ const (
 	LabelOwnerKind = "berth.dev/owner-kind" // Deployment, StatefulSet, DaemonSet, Job, Pod
 	LabelOwnerName = "berth.dev/owner"      // the owning object's name
 	LabelCronJob   = "berth.dev/cronjob"    // on pods of a Job a CronJob started
-	// LabelScheduled carries a CronJob run's scheduled time, RFC 3339 UTC,
-	// as an annotation on its pods.
+	// AnnotationScheduled carries a CronJob run's scheduled time (RFC
+	// 3339, UTC) on its pods.
 	AnnotationScheduled = "berth.dev/scheduled-time"
 
 	LabelPodTemplateHash      = "pod-template-hash"
@@ -29,7 +29,6 @@ const (
 	LabelBatchJobName         = "batch.kubernetes.io/job-name"
 	LabelJobCompletionIndex   = "batch.kubernetes.io/job-completion-index"
 	AnnotationCompletionIndex = "batch.kubernetes.io/job-completion-index"
-	AnnotationRevision        = "deployment.kubernetes.io/revision"
 	EnvJobCompletionIndex     = "JOB_COMPLETION_INDEX"
 )
 
