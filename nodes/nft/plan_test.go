@@ -39,10 +39,10 @@ func elems(m map[string][]Element) string {
 func TestPlanDiff(t *testing.T) {
 	base := web(nil)
 	cases := []struct {
-		name                           string
-		old, new                       *Service
+		name                          string
+		old, new                      *Service
 		add, rewrite, del, addE, delE string
-		full                           bool
+		full                          bool
 	}{
 		{name: "unchanged", old: &base, new: &base},
 		{name: "new service", new: &base, add: "endpoint endpoint service",
@@ -54,7 +54,7 @@ func TestPlanDiff(t *testing.T) {
 		{name: "endpoint not ready", old: &base, new: ptr(web(func(s *Service) { s.Endpoints[1].Ready = false })),
 			rewrite: "service", del: "endpoint"},
 		{name: "no endpoints left", old: &base, new: ptr(web(func(s *Service) { s.Endpoints = nil })),
-			del: "endpoint endpoint service",
+			del:  "endpoint endpoint service",
 			addE: `no-endpoint-services 198.19.0.10 . tcp . 80 comment "shop/web:http" : goto reject-chain`,
 			delE: "service-ips 198.19.0.10 . tcp . 80 : goto service-KHN6ECMT-shop/web/tcp/http"},
 		{name: "affinity timeout changed", old: ptr(web(func(s *Service) { s.AffinityTimeout = time.Hour })),
@@ -93,4 +93,3 @@ func TestPlanDiff(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
