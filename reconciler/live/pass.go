@@ -306,6 +306,13 @@ func podReason(pod, workload string) string {
 	if pod == "" || workload == "" {
 		return pod + workload
 	}
+	// The workload's reason goes on to name the pods it starts and stops;
+	// each pod's line needs only the head ("rolling update 2/3: surge 1").
+	for _, sep := range []string{", start ", ", stop "} {
+		if i := strings.Index(workload, sep); i > 0 {
+			workload = workload[:i]
+		}
+	}
 	return pod + "; " + workload
 }
 
