@@ -106,9 +106,16 @@ func (p *pass) cronJob(c *batchv1.CronJob, ns, name string) []Workload {
 	labels := map[string]string{LabelCronJob: name}
 	var out []Workload
 	jobs := map[string]int{}
+	// The Jobs it creates are defaulted as Kubernetes defaults a Job: a
+	// non-parallel one completes once.
+	js := c.Spec.JobTemplate.Spec
+	if js.Completions == nil && js.Parallelism == nil {
+		one := int32(1)
+		js.Completions = &one
+	}
 	runJob := func(r *run) {
 		jo := Owner{Kind: "Job", Namespace: ns, Name: r.name}
-		w := p.job(&c.Spec.JobTemplate.Spec, jo, labels, map[string]string{AnnotationScheduled: r.scheduled.UTC().Format(time.RFC3339)})
+		w := p.job(&js, jo, labels, map[string]string{AnnotationScheduled: r.scheduled.UTC().Format(time.RFC3339)})
 		jobs[r.name] = len(out)
 		out = append(out, w)
 	}

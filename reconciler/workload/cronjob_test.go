@@ -330,3 +330,15 @@ func TestCronJobProperties(t *testing.T) {
 		}
 	})
 }
+
+func TestCronJobDefaultsItsJobs(t *testing.T) {
+	s := newSim(t, 1, cronJobObj("once", "* * * * *", func(c *batchv1.CronJobSpec) {
+		c.JobTemplate.Spec = batchv1.JobSpec{Template: c.JobTemplate.Spec.Template} // as written, not defaulted
+	}))
+	s.now = t0.Add(time.Minute)
+	s.memory = Memory{Workloads: map[string]*WorkloadMemory{"CronJob default/once": {CronJob: &CronJobMemory{FirstSeen: t0}}}}
+	w := workloadOf(t, s.compute(), "Job", runName("once", s.now))
+	if !strings.HasPrefix(w.Reason, "0/1 succeeded") || len(wantedNames(w, Create)) != 1 {
+		t.Fatalf("reason %q", w.Reason)
+	}
+}
