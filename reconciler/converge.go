@@ -1,0 +1,132 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"berth.dev/berth/nodes/api"
+	"berth.dev/berth/reconciler/live"
+	"berth.dev/berth/render"
+)
+
+// Machines is what the apply loop needs of the fleet: what every agent
+// reports, and handing one machine its pod set (package nodes/fleet, over
+// SSH).
+type Machines interface {
+	Observe(ctx context.Context) ([]live.Observed, error)
+	SetPods(ctx context.Context, machine string, pods api.DesiredPods) error
+}
+
+// DefaultPoll is how often Converge looks again while the fleet changes.
+const DefaultPoll = 250 * time.Millisecond
+
+// Converge applies one desired state until the fleet has converged on it:
+// observe, plan (package live), send every machine its set, and again,
+// until a pass finds nothing to do and every wanted pod ready, or ctx ends.
+// Each step is idempotent, so a Converge killed at any point is finished by
+// the next one.
+type Converge struct {
+	Machines Machines
+	Options  live.Options
+	// Poll is the wait between passes while something changes
+	// (DefaultPoll when zero).
+	Poll time.Duration
+	// Progress, when set, is told about every pass.
+	Progress func(p *live.Pass)
+	Logger   *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Result is where Converge stopped.
+type Result struct {
+	// Pass is the last pass; Observed what it was planned from.
+	Pass     *live.Pass
+	Observed []live.Observed
+	// Passes counts the passes made.
+	Passes int
+	// SendErrors are the machines that refused or did not take their set
+	// in the last pass.
+	SendErrors []error
+}
+
+// Run converges the fleet on desired, starting from memory. It returns
+// when the fleet has converged (Result.Pass.Converged), when ctx ends (with
+// the last pass and ctx's error), or when a pass cannot be planned.
+func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live.Memory) (*Result, error) {
+	poll := c.Poll
+	if poll == 0 {
+		poll = DefaultPoll
+	}
+	now := c.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	res := &Result{}
+	last := map[string]*api.DesiredPods{}
+	for {
+		obs, err := c.Machines.Observe(ctx)
+		if err != nil {
+			return res, fmt.Errorf("observe the fleet: %w", err)
+		}
+		p, err := live.Plan(live.Input{Desired: desired, Observed: obs, Memory: memory, Last: last, Now: now()}, c.Options)
+		if err != nil {
+			return res, fmt.Errorf("plan: %w", err)
+		}
+		res.Pass, res.Observed, res.SendErrors = p, obs, nil
+		res.Passes++
+		memory = p.Memory
+		res.SendErrors = c.send(ctx, p, last, log)
+		if c.Progress != nil {
+			c.Progress(p)
+		}
+		if p.Converged && len(res.SendErrors) == 0 {
+			return res, nil
+		}
+		wait := poll
+		if !p.Wake.IsZero() && p.Changes() == 0 {
+			wait = min(max(p.Wake.Sub(now()), poll), 10*poll)
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// send hands every machine that has a new set its set, all at once.
+func (c *Converge) send(ctx context.Context, p *live.Pass, last map[string]*api.DesiredPods, log *slog.Logger) []error {
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, m := range p.Machines {
+		if m.Send == nil {
+			continue
+		}
+		wg.Go(func() {
+			err := c.Machines.SetPods(ctx, m.Name, *m.Send)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					log.Warn("set pods", "machine", m.Name, "generation", m.Send.Generation, "err", err)
+				}
+				errs = append(errs, err)
+				return
+			}
+			last[m.Name] = m.Send
+			log.Info("set pods", "machine", m.Name, "generation", m.Send.Generation, "pods", len(m.Send.Pods))
+		})
+	}
+	wg.Wait()
+	return errs
+}
