@@ -127,7 +127,7 @@ func Plan(in Input, opts Options) (*Pass, error) {
 			s.resolve(p)
 		}
 	}
-	s.stops(&res)
+	s.stops(&res, wanted)
 	s.machinePlans()
 	s.remember(wanted)
 	s.pass.Converged = s.converged(wanted, &res)
@@ -210,7 +210,17 @@ func (s *state) workloadMachines() []workload.Machine {
 // observedPods is the controllers' view of the fleet's pods: what
 // reachable agents report, and what the previous pass placed on machines
 // that did not answer (their pods are still there, as far as anyone knows).
+// A pod name is given to the controllers once: should copies run on two
+// machines (one was unreachable while its pod was replaced elsewhere), the
+// one where the previous pass placed it wins, else a ready one, else the
+// first by machine name; the others are stopped as strays.
 func (s *state) observedPods() []workload.Pod {
+	type candidate struct {
+		pod     workload.Pod
+		rank    int // lower wins
+		machine string
+	}
+	byKey := map[string][]candidate{}
 	var out []workload.Pod
 	for _, m := range s.order {
 		switch {
@@ -219,16 +229,28 @@ func (s *state) observedPods() []workload.Pod {
 				st := &m.obs.Pods[i]
 				key := st.Namespace + "/" + st.Name
 				s.observed[key] = append(s.observed[key], observedPod{m.name, st})
+				pm, remembered := s.in.Memory.Pods[key]
 				var since time.Time
 				if st.Ready {
 					since = s.in.Now
-					if pm, ok := s.in.Memory.Pods[key]; ok && pm.UID == st.UID && !pm.ReadySince.IsZero() {
+					if remembered && pm.UID == st.UID && !pm.ReadySince.IsZero() {
 						since = pm.ReadySince
 					}
 				}
 				p := workload.Observed(m.name, &api.Pod{Labels: st.Labels}, st, time.Time{}, since)
 				p.TemplateHash = st.Hash
-				out = append(out, p)
+				if st.Terminating {
+					out = append(out, p)
+					continue
+				}
+				rank := 2
+				switch {
+				case remembered && pm.Machine == m.name:
+					rank = 0
+				case st.Ready:
+					rank = 1
+				}
+				byKey[key] = append(byKey[key], candidate{p, rank, m.name})
 			}
 		case m.spec != nil:
 			for _, key := range slices.Sorted(maps.Keys(s.in.Memory.Pods)) {
@@ -237,12 +259,17 @@ func (s *state) observedPods() []workload.Pod {
 					continue
 				}
 				ns, name, _ := strings.Cut(key, "/")
-				out = append(out, workload.Pod{
+				byKey[key] = append(byKey[key], candidate{workload.Pod{
 					Namespace: ns, Name: name, Owner: pm.Owner, Machine: m.name,
 					TemplateHash: pm.Hash, Phase: corev1.PodRunning,
-				})
+				}, 3, m.name})
 			}
 		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
+		cs := byKey[key]
+		best := slices.MinFunc(cs, func(a, b candidate) int { return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.machine, b.machine)) })
+		out = append(out, best.pod)
 	}
 	return out
 }
@@ -477,6 +504,7 @@ func (s *state) resolve(p *pod) {
 // leaving it out would stop it.
 func (s *state) fail(m *machine, p *pod, msg string) {
 	s.pass.Errors = append(s.pass.Errors, s.errorf(p, "%s", msg))
+	p.reason = "not sent, see errors; " + p.reason
 	if p.observed != nil {
 		m.held = append(m.held, "pod "+p.key()+" cannot be described")
 	}
@@ -542,9 +570,20 @@ func (s *state) changedConfigMaps(p *pod) string {
 	return strings.Join(parts, "; ")
 }
 
-// stops records the observed pods that go.
-func (s *state) stops(res *workload.Result) {
+// stops records the observed pods that go: those the controllers stop,
+// those whose owner left the repository, and copies of a wanted pod on
+// another machine than the one it is wanted on.
+func (s *state) stops(res *workload.Result, wanted []*pod) {
+	stopped := map[string]bool{}
 	add := func(st workload.Stop) {
+		m := s.machines[st.Machine]
+		switch {
+		case m == nil || m.spec == nil:
+			return // a machine outside the repository is told nothing
+		case !m.reachable:
+			st.Reason += " (once " + st.Machine + " answers again)"
+		}
+		stopped[st.Machine+"\x00"+st.Namespace+"/"+st.Name] = true
 		s.pass.Pods = append(s.pass.Pods, PodAction{
 			Machine: st.Machine, Namespace: st.Namespace, Name: st.Name, Owner: st.Owner,
 			Action: Stop, Reason: st.Reason,
@@ -560,6 +599,27 @@ func (s *state) stops(res *workload.Result) {
 	for _, st := range res.Orphans {
 		add(st)
 		s.pass.Pruned = append(s.pass.Pruned, st)
+	}
+	where := make(map[string]string, len(wanted))
+	for _, p := range wanted {
+		where[p.key()] = p.machine
+	}
+	for _, key := range slices.Sorted(maps.Keys(s.observed)) {
+		for _, o := range s.observed[key] {
+			if o.status.Terminating || stopped[o.machine+"\x00"+key] {
+				continue
+			}
+			m, ok := where[key]
+			if ok && m == o.machine {
+				continue
+			}
+			owner, _ := workload.OwnerFromLabels(o.status.Namespace, o.status.Labels)
+			why := "wanted on " + m + ", not here"
+			if !ok || m == "" {
+				why = "not wanted by any workload"
+			}
+			add(workload.Stop{Namespace: o.status.Namespace, Name: o.status.Name, Owner: owner, Machine: o.machine, Reason: why})
+		}
 	}
 }
 
@@ -580,7 +640,11 @@ func (s *state) machinePlans() {
 		mp := &s.pass.Machines[len(s.pass.Machines)-1]
 		switch {
 		case m.spec == nil:
-			mp.Reasons = append(mp.Reasons, "not in the repository: left as it is")
+			n := 0
+			if m.obs != nil {
+				n = len(m.obs.Pods)
+			}
+			mp.Reasons = append(mp.Reasons, fmt.Sprintf("not in the repository: left as it is (%d pods)", n))
 			continue
 		case !m.reachable:
 			mp.Reasons = append(mp.Reasons, "unreachable: "+mp.Err)

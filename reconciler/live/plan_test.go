@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/render"
 )
 
@@ -161,6 +162,39 @@ spec:
 			if txt := text(t, p); !strings.Contains(txt, "error: bad.yaml:1") {
 				t.Fatalf("text:\n%s", txt)
 			}
+		},
+	}, {
+		name:  "a copy of a pod on another machine than the one it is wanted on is stopped there",
+		start: map[string]string{"web.yaml": web},
+		setup: func(s *fleetSim) {
+			var from, to *simMachine
+			for _, m := range s.machines {
+				switch {
+				case len(m.pods) > 0 && from == nil:
+					from = m
+				case len(m.pods) == 0 && to == nil:
+					to = m
+				}
+			}
+			dup := *from.pods[0]
+			to.pods = append(to.pods, &dup)
+			to.set = append(to.set, dup.pod)
+			to.digest = api.DesiredPods{Pods: to.set}.Digest()
+		},
+		check: func(t *testing.T, s *fleetSim, p *Pass) {
+			var stops []PodAction
+			for _, a := range p.Pods {
+				if a.Action == Stop {
+					stops = append(stops, a)
+				}
+			}
+			if len(stops) != 1 || !strings.HasPrefix(stops[0].Reason, "wanted on m") || p.Changes() != 1 {
+				t.Fatalf("stops %+v, %d sends", stops, p.Changes())
+			}
+			s.apply(p, nil)
+			s.step()
+			s.converge(10, nil)
+			s.noDuplicates()
 		},
 	}, {
 		name: "a machine that left the repository is named and told nothing",

@@ -214,6 +214,17 @@ func TestUnreachableMachineWaitsForGrace(t *testing.T) {
 		t.Fatalf("while lab3 is away: %d ready of %d (lab3's pod still counted as it runs)", ready, total)
 	}
 	lab3.reachable = true
+	back := s.plan()
+	var stops []string
+	for _, a := range back.Pods {
+		if a.Action == Stop {
+			stops = append(stops, a.Machine+" "+a.Key()+" ("+a.Reason+")")
+		}
+	}
+	if len(stops) != 1 || !strings.HasPrefix(stops[0], "lab3 "+lost+" (") {
+		t.Fatalf("when lab3 is back, stops %q, want its old pod %s", stops, lost)
+	}
+	t.Log(stops[0])
 	s.converge(20, nil)
 	s.noDuplicates()
 	if total, ready, _ := s.counts("echo-"); total != 3 || ready != 3 {
