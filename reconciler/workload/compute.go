@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,9 +53,20 @@ func Compute(in Input, opts Options) (Result, error) {
 	}
 	p.machineList = slices.Clone(in.Machines)
 	slices.SortFunc(p.machineList, func(a, b Machine) int { return cmp.Compare(a.Name, b.Name) })
+	// One pod, one name: of copies of a pod on several machines the pass
+	// looks at the best one; the caller stops the others, since the pod
+	// is wanted on one machine only.
+	best := make(map[string]*obs, len(in.Pods))
 	for i := range in.Pods {
-		pod := &in.Pods[i]
-		o := p.observe(pod)
+		o := p.observe(&in.Pods[i])
+		key := o.Namespace + "/" + o.Name
+		if cur, ok := best[key]; !ok || betterCopy(o, cur) {
+			best[key] = o
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(best)) {
+		o := best[key]
+		pod := o.Pod
 		owner := pod.Owner
 		if owner == (Owner{}) {
 			var ok bool

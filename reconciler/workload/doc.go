@@ -47,7 +47,10 @@
 // job-name, batch.kubernetes.io/job-name and job-completion-index), from
 // which the next pass knows who owns an observed pod; an unlabelled pod
 // belongs to the bare Pod of its name. Pods whose owner left the
-// repository are returned as Result.Orphans.
+// repository are returned as Result.Orphans. Copies of one pod observed
+// on several machines count as one, the best copy (reachable, not
+// stopping, the one Kubernetes would keep); the pod is wanted on that
+// copy's machine, and stopping the others is left to the caller.
 //
 // # Machines
 //

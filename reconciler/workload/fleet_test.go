@@ -218,3 +218,32 @@ func TestRescheduleAfterUnreachable(t *testing.T) {
 		t.Fatal("negative RescheduleAfter accepted")
 	}
 }
+
+// TestCopiesOfOnePod: a pod observed on two machines is one pod to the
+// controllers; the better copy is the one wanted (the caller stops the
+// other).
+func TestCopiesOfOnePod(t *testing.T) {
+	s := converged(t, 2)
+	in := s.input()
+	orig := in.Pods[0]
+	dup := orig
+	dup.Machine = "m2"
+	if orig.Machine == "m2" {
+		dup.Machine = "m1"
+	}
+	dup.Ready = false
+	in.Pods = append(in.Pods, dup)
+	r, err := Compute(in, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workloadOf(t, r, "Deployment", "web")
+	if r.Changes() != 0 || len(w.Pods) != 2 {
+		t.Fatalf("changes %d, pods %+v", r.Changes(), w.Pods)
+	}
+	for _, p := range w.Pods {
+		if p.Name == orig.Name && p.Machine != orig.Machine {
+			t.Fatalf("kept the copy on %s, want the ready one on %s", p.Machine, orig.Machine)
+		}
+	}
+}

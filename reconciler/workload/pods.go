@@ -148,6 +148,20 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// betterCopy says which of two observed copies of one pod a pass looks
+// at: one that can be reached and is not stopping, then the one Kubernetes
+// would keep (the reverse of deleteFirst), then the first machine by name.
+func betterCopy(a, b *obs) bool {
+	rank := func(o *obs) int { return boolInt(o.lost)*4 + boolInt(o.frozen)*2 + boolInt(o.Terminating) }
+	if ra, rb := rank(a), rank(b); ra != rb {
+		return ra < rb
+	}
+	if c := deleteFirst(a, b); c != 0 {
+		return c > 0 // b goes first: a is better
+	}
+	return a.Machine < b.Machine
+}
+
 // removable filters out pods a pass may not choose to stop (frozen on an
 // unreachable machine) and sorts the rest in deleteFirst order.
 func removable(pods []*obs) []*obs {
