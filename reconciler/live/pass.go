@@ -268,7 +268,9 @@ func (s *state) observedPods() []workload.Pod {
 	}
 	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		cs := byKey[key]
-		best := slices.MinFunc(cs, func(a, b candidate) int { return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.machine, b.machine)) })
+		best := slices.MinFunc(cs, func(a, b candidate) int {
+			return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.machine, b.machine))
+		})
 		out = append(out, best.pod)
 	}
 	return out
