@@ -60,6 +60,7 @@ func commands() []command {
 		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
 		{"machines", "install and inspect the agent on the fleet's machines over SSH (bootstrap, status, uninstall)", runMachines},
 		{"plan", "show what a commit would change", runPlan},
+		{"reconcile", "apply the branch to the machines until converged, and write status (reconcile --once)", runReconcile},
 		{"validate", "check manifests for errors, offline (for pre-commit hooks and CI lint)", runValidate},
 		{"version", "print berth's version", runVersion},
 	}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"berth.dev/berth/gitsource"
+	"berth.dev/berth/nodes/api"
+	nodefleet "berth.dev/berth/nodes/fleet"
+	"berth.dev/berth/nodes/sshx"
+	"berth.dev/berth/reconciler"
+	"berth.dev/berth/reconciler/live"
+	"berth.dev/berth/reconciler/status"
+)
+
+const reconcileHelp = `
+One full pass, for CI: read the branch, render and admit it, plan against
+what every machine's agent reports, hand each machine its pods over SSH,
+and repeat until every wanted pod is Ready or --timeout passes; then write
+the outcome to the status branch (one file per workload and per machine,
+a summary, and the controller's memory) and as a git note on the source
+commit (git log --notes=berth).
+
+A commit that does not render or is denied by policy changes nothing on
+the machines: the status says why, at file:line, and the exit status is 1.
+
+Exit status: 0 converged; 1 not converged within --timeout, or the commit
+could not be applied; 2 usage.
+
+Examples:
+  berth reconcile --once
+  berth reconcile --once --timeout 10m -o json
+`
+
+func runReconcile(ctx context.Context, e *env, args []string) int {
+	fs := newFlags(e, "reconcile", "--once [flags]", reconcileHelp)
+	var o machinesOpts
+	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
+	fs.StringVar(&o.branch, "branch", "main", "`branch` to reconcile")
+	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
+	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fs.BoolVar(&o.verbose, "v", false, "log every pass and connection event to stderr")
+	once := fs.Bool("once", false, "one pass, then exit (the only mode for now; berth serve watches the branch)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for the fleet to converge")
+	statusBranch := fs.String("status-branch", "", "`branch` for status commits (default: the Cluster's spec.statusBranch, else berth/status)")
+	noStatus := fs.Bool("no-status", false, "write no status commit or note")
+	allowEmpty := fs.Bool("allow-empty", false, "apply a commit without any workload even though machines run pods (stops them all)")
+	reschedule := fs.Duration("reschedule-after", 5*time.Minute, "how long a machine may be unreachable before its Deployments' and Jobs' pods are started elsewhere")
+	output := fs.String("o", "text", "output `format`: text or json")
+	fs.StringVar(output, "output", "text", "same as -o")
+	if code, stop := parse(e, fs, args); stop {
+		return code
+	}
+	switch {
+	case !*once:
+		fmt.Fprintln(e.stderr, "berth reconcile: --once is required (berth serve is the long-running mode)")
+		return exitUsage
+	case fs.NArg() > 0:
+		fmt.Fprintf(e.stderr, "berth reconcile: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	case *output != "text" && *output != "json":
+		fmt.Fprintf(e.stderr, "berth reconcile: -o must be text or json, not %q\n", *output)
+		return exitUsage
+	case o.repo == "":
+		fmt.Fprintln(e.stderr, "berth reconcile: no fleet repository: give --repo or set BERTH_REPO")
+		return exitUsage
+	}
+	log := logger(e, o.verbose)
+	start := time.Now()
+
+	repo, err := gitsource.OpenOrClone(ctx, o.repo, gitsource.CloneOptions{SSHKeyPath: o.sshKey, KnownHosts: o.knownHosts})
+	if err != nil {
+		return fail(e, "reconcile: %v", err)
+	}
+	defer repo.Close()
+	rev, err := reconciler.LoadRevision(ctx, repo, o.branch, reconciler.OfflineOptions{}, nil)
+	if err != nil {
+		return fail(e, "reconcile: %v", err)
+	}
+	d := rev.Desired
+	branch := *statusBranch
+	if branch == "" && d.Cluster != nil {
+		branch = d.Cluster.Spec.StatusBranch
+	}
+	if branch == "" {
+		branch = gitsource.DefaultStatusBranch
+	}
+	memory, running := readMemory(ctx, repo, branch)
+	rec := &reconcileRun{e: e, repo: repo, commit: rev.Commit, watched: o.branch, statusBranch: branch, write: !*noStatus, running: running}
+
+	if d.Diagnostics.HasErrors() {
+		var problems []string
+		for _, diag := range d.Diagnostics {
+			if diag.Severity == "error" {
+				problems = append(problems, diag.String())
+			}
+		}
+		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: running}, *output)
+		fmt.Fprintf(e.stderr, "berth: reconcile: %s does not apply; nothing was changed on the machines:\n", short(rev.Commit))
+		for _, p := range problems {
+			fmt.Fprintln(e.stderr, "  "+p)
+		}
+		return exitError
+	}
+
+	auth, err := sshx.AuthFrom(o.sshKey)
+	if err != nil {
+		return fail(e, "reconcile: %v", err)
+	}
+	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshx.Config{Auth: auth, KnownHostsFile: o.knownHosts, Logger: log}, Logger: log})
+	if err != nil {
+		return fail(e, "reconcile: %v", err)
+	}
+	defer fl.Close()
+
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	progress := newProgress(e, *output == "text")
+	c := &reconciler.Converge{
+		Machines: fleetMachines{fl},
+		Options:  live.Options{AllowEmpty: *allowEmpty, RescheduleAfter: *reschedule},
+		Progress: progress,
+		Logger:   log,
+	}
+	res, err := c.Run(cctx, d, memory)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		var problems []string
+		if res.Pass == nil {
+			problems = []string{err.Error()}
+		}
+		rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed, Problems: problems, Running: running}, *output)
+		return fail(e, "reconcile: %v", err)
+	}
+	st := rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed}, *output)
+	took := time.Since(start).Round(time.Millisecond)
+	if *output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Summary *status.Summary `json:"summary"`
+			Pass    *live.Pass      `json:"pass"`
+			Passes  int             `json:"passes"`
+			Seconds float64         `json:"seconds"`
+		}{&st.Summary, res.Pass, res.Passes, took.Seconds()})
+	} else {
+		fmt.Fprintf(e.stdout, "%s %s: %d/%d pods ready on %d/%d machines after %d passes, %v\n", short(rev.Commit), st.Summary.Outcome,
+			st.Summary.Pods.Ready, st.Summary.Pods.Wanted, st.Summary.Machines.Reachable, st.Summary.Machines.Total, res.Passes, took)
+	}
+	if st.Summary.Outcome == status.Ready {
+		return exitOK
+	}
+	fmt.Fprintf(e.stderr, "berth: reconcile: not converged within %v:\n", *timeout)
+	for _, l := range [][]string{st.Summary.Errors, st.Summary.Unschedulable, st.Summary.NotConverged, st.Summary.Unreachable} {
+		for _, x := range l {
+			fmt.Fprintln(e.stderr, "  "+x)
+		}
+	}
+	return exitError
+}
+
+// reconcileRun writes a reconcile's status.
+type reconcileRun struct {
+	e                             *env
+	repo                          *gitsource.Repo
+	commit, watched, statusBranch string
+	running                       string
+	write                         bool
+}
+
+func (r *reconcileRun) finish(ctx context.Context, in status.Input, output string) *status.Status {
+	st, err := status.Build(in)
+	if err != nil {
+		fmt.Fprintf(r.e.stderr, "berth: reconcile: status: %v\n", err)
+		return &status.Status{}
+	}
+	if !r.write {
+		return st
+	}
+	author := gitsource.Signature{Name: "berth", Email: "berth@localhost", When: time.Now()}
+	hash, changed, err := r.repo.WriteStatus(ctx, gitsource.Status{Branch: r.statusBranch, Protected: r.watched, Files: st.Files, Message: st.Message, Author: author})
+	if err != nil {
+		fmt.Fprintf(r.e.stderr, "berth: reconcile: write status to %s: %v\n", r.statusBranch, err)
+		return st
+	}
+	if _, err := r.repo.AddNote(ctx, gitsource.DefaultNotesRef, r.commit, st.Note, author); err != nil {
+		fmt.Fprintf(r.e.stderr, "berth: reconcile: note on %s: %v\n", short(r.commit), err)
+	}
+	if gitsource.IsURL(r.repo.Remote()) {
+		err := r.repo.Push(ctx, gitsource.PushOptions{URL: r.repo.Remote(), Refs: []string{"refs/heads/" + r.statusBranch, gitsource.DefaultNotesRef}}, func(ctx context.Context) error {
+			_, _, err := r.repo.WriteStatus(ctx, gitsource.Status{Branch: r.statusBranch, Protected: r.watched, Files: st.Files, Message: st.Message, Author: author})
+			if err == nil {
+				_, err = r.repo.AddNote(ctx, gitsource.DefaultNotesRef, r.commit, st.Note, author)
+			}
+			return err
+		})
+		if err != nil {
+			fmt.Fprintf(r.e.stderr, "berth: reconcile: push status: %v\n", err)
+		}
+	}
+	if changed && output == "text" {
+		fmt.Fprintf(r.e.stderr, "status: %s on %s (%s)\n", st.Message, r.statusBranch, short(hash))
+	}
+	return st
+}
+
+// readMemory reads the controller's memory, and the commit its status is
+// about, from the status branch; nothing when there is none yet or it
+// cannot be read (a pass rebuilds what it needs from the machines).
+func readMemory(ctx context.Context, repo *gitsource.Repo, branch string) (live.Memory, string) {
+	var mem live.Memory
+	snap, err := repo.Snapshot(ctx, branch)
+	if err != nil {
+		return mem, ""
+	}
+	if b, err := fs.ReadFile(snap.FS, status.MemoryFile); err == nil {
+		if json.Unmarshal(b, &mem) != nil {
+			mem = live.Memory{}
+		}
+	}
+	running := ""
+	if b, err := fs.ReadFile(snap.FS, "summary.yaml"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "commit: "); ok {
+				running = strings.TrimSpace(v)
+			}
+		}
+	}
+	return mem, running
+}
+
+func short(commit string) string {
+	if len(commit) > 7 {
+		return commit[:7]
+	}
+	return commit
+}
+
+// fleetMachines is the fleet as the apply loop sees it.
+type fleetMachines struct{ f *nodefleet.Fleet }
+
+func (m fleetMachines) Observe(ctx context.Context) ([]live.Observed, error) {
+	obs, err := m.f.Observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]live.Observed, len(obs))
+	for i, o := range obs {
+		out[i] = live.Observed{Machine: o.Machine, Reachable: o.Reachable, Node: o.Node, Pods: o.Pods}
+		if o.Err != nil {
+			out[i].Err = o.Err.Error()
+		}
+	}
+	return out, nil
+}
+
+func (m fleetMachines) SetPods(ctx context.Context, machine string, pods api.DesiredPods) error {
+	return m.f.SetPods(ctx, machine, pods)
+}
+
+// newProgress prints one line per pass on stderr: what changed, how many
+// pods are ready.
+func newProgress(e *env, on bool) func(*live.Pass) {
+	if !on {
+		return nil
+	}
+	n := 0
+	return func(p *live.Pass) {
+		n++
+		starts, stops := 0, 0
+		for _, a := range p.Pods {
+			switch a.Action {
+			case live.Start, live.Replace:
+				starts++
+			case live.Stop:
+				stops++
+			}
+		}
+		if p.Changes() > 0 || n == 1 {
+			fmt.Fprintf(e.stderr, "pass %d: %d machines told, %d pods to start, %d to stop\n", n, p.Changes(), starts, stops)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/nodes/lab"
+	"berth.dev/berth/nodes/lab/labtest"
+)
+
+// gitIn runs git in dir and returns its output.
+func gitIn(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@test", "GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@test")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// pushChange clones repo, lets change edit the clone, commits and pushes
+// to main, and returns the new commit.
+func pushChange(t *testing.T, repo, message string, change func(dir string)) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "clone")
+	gitIn(t, "", "clone", "-q", "-b", "main", repo, dir)
+	change(dir)
+	gitIn(t, dir, "add", "-A")
+	gitIn(t, dir, "commit", "-q", "-m", message)
+	gitIn(t, dir, "push", "-q", "origin", "main")
+	return gitIn(t, dir, "rev-parse", "HEAD")
+}
+
+func editFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// observedPods is `berth get pods -o json`, trimmed to what the test checks.
+type observedPodJSON struct {
+	Machine           string `json:"machine"`
+	Name              string `json:"name"`
+	Ready             bool   `json:"ready"`
+	ContainerStatuses []struct {
+		Image string `json:"image"`
+	} `json:"containerStatuses"`
+}
+
+// TestReconcileE2E: the example fleet reconciled onto a lab of three
+// machines with reconcile --once, then an image change rolled out, a broken
+// commit refused with nothing lost, an empty render refused unless allowed,
+// and status and notes in git.
+func TestReconcileE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("testing.Short: brings up a lab and builds berth")
+	}
+	l := labtest.Start(t, lab.Options{Nodes: 3})
+	bin := buildBerth(t, "e2e-reconcile")
+	env := map[string]string{"BERTH_REPO": l.Repo, "BERTH_SSH_KEY": l.SSHKey, "BERTH_KNOWN_HOSTS": l.KnownHosts}
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		start := time.Now()
+		code, out, errOut := berth(t, env, args...)
+		t.Logf("berth %s: exit %d in %v\n%s%s", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond), out, errOut)
+		return code, out, errOut
+	}
+	t.Cleanup(func() {
+		for _, m := range l.Machines {
+			berth(t, env, "machines", "uninstall", m.Name, "--purge")
+		}
+	})
+	if code, _, _ := run("machines", "bootstrap", "--binary", bin); code != exitOK {
+		t.Fatal("bootstrap failed")
+	}
+	pods := func() []observedPodJSON {
+		t.Helper()
+		code, out, _ := berth(t, env, "get", "pods", "-A", "-o", "json")
+		if code != exitOK {
+			t.Fatalf("get pods: exit %d", code)
+		}
+		var ps []observedPodJSON
+		if err := json.Unmarshal([]byte(out), &ps); err != nil {
+			t.Fatalf("get pods -o json: %v\n%s", err, out)
+		}
+		return ps
+	}
+	head := gitIn(t, l.Repo, "rev-parse", "main")
+
+	// 1. The example fleet: three echo pods, one per machine, Ready.
+	code, out, _ := run("reconcile", "--once", "--timeout", "3m")
+	if code != exitOK || !strings.Contains(out, "Ready: 3/3 pods ready on 3/3 machines") {
+		t.Fatalf("first reconcile: exit %d, %q", code, out)
+	}
+	ps := pods()
+	machines := map[string]bool{}
+	for _, p := range ps {
+		machines[p.Machine] = true
+		if !p.Ready || !strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:1") {
+			t.Errorf("pod %s on %s: ready %v image %v", p.Name, p.Machine, p.Ready, p.ContainerStatuses)
+		}
+	}
+	if len(ps) != 3 || len(machines) != 3 {
+		t.Errorf("%d pods on %d machines; want 3 on 3", len(ps), len(machines))
+	}
+	if msg := gitIn(t, l.Repo, "log", "-1", "--format=%s", "berth/status"); msg != "status: "+head[:7]+" Ready - 3/3 pods ready" {
+		t.Errorf("status commit: %q", msg)
+	}
+	if note := gitIn(t, l.Repo, "notes", "--ref=berth", "show", head); !strings.HasPrefix(note, "Ready - 3/3 pods ready") {
+		t.Errorf("note on %s: %q", head[:7], note)
+	}
+	statusCommits := gitIn(t, l.Repo, "rev-list", "--count", "berth/status")
+
+	// 2. Again: nothing to do, no new status commit.
+	if code, out, _ := run("reconcile", "--once", "--timeout", "1m"); code != exitOK || !strings.Contains(out, "after 1 passes") {
+		t.Errorf("second reconcile: exit %d, %q; want converged in one pass", code, out)
+	}
+	if n := gitIn(t, l.Repo, "rev-list", "--count", "berth/status"); n != statusCommits {
+		t.Errorf("status commits %s -> %s after a pass that changed nothing", statusCommits, n)
+	}
+
+	// 3. An image change rolls out.
+	v2 := pushChange(t, l.Repo, "echo 2", func(dir string) {
+		editFile(t, filepath.Join(dir, "app.yaml"), "berth/echo:1", "berth/echo:2")
+	})
+	if code, out, _ := run("reconcile", "--once", "--timeout", "3m"); code != exitOK || !strings.Contains(out, "Ready: 3/3") {
+		t.Fatalf("rollout: exit %d, %q", code, out)
+	}
+	for _, p := range pods() {
+		if !p.Ready || !strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:2") {
+			t.Errorf("after the rollout: pod %s ready %v image %v", p.Name, p.Ready, p.ContainerStatuses)
+		}
+	}
+
+	// 4. A broken commit changes nothing and says where.
+	pushChange(t, l.Repo, "broken", func(dir string) {
+		editFile(t, filepath.Join(dir, "app.yaml"), "  replicas: 3", "  replicas: three")
+	})
+	code, _, errOut := run("reconcile", "--once", "--timeout", "1m")
+	if code != exitError || !strings.Contains(errOut, "app.yaml:") {
+		t.Errorf("broken commit: exit %d, stderr %q; want 1 and the file:line", code, errOut)
+	}
+	if ps := pods(); len(ps) != 3 || !strings.HasSuffix(ps[0].ContainerStatuses[0].Image, "berth/echo:2") {
+		t.Errorf("after a broken commit the running pods changed: %+v", ps)
+	}
+	if sum := gitIn(t, l.Repo, "show", "berth/status:summary.yaml"); !strings.Contains(sum, "outcome: Failed") || !strings.Contains(sum, v2) {
+		t.Errorf("status after a broken commit:\n%s", sum)
+	}
+
+	// 5. A commit without workloads is refused unless allowed.
+	pushChange(t, l.Repo, "no workloads", func(dir string) {
+		if err := os.Remove(filepath.Join(dir, "app.yaml")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if code, _, _ := run("reconcile", "--once", "--timeout", "1m"); code != exitError || len(pods()) != 3 {
+		t.Errorf("empty render: exit %d with %d pods left; want refused, 3 pods", code, len(pods()))
+	}
+	if code, _, _ := run("reconcile", "--once", "--timeout", "2m", "--allow-empty"); code != exitOK {
+		t.Errorf("empty render allowed: exit %d", code)
+	}
+	if ps := pods(); len(ps) != 0 {
+		t.Errorf("pods left after the Deployment was removed: %+v", ps)
+	}
+}
