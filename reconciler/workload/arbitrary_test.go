@@ -152,6 +152,22 @@ func TestArbitraryObservations(t *testing.T) {
 		if again, _ := Compute(in, opts); !reflect.DeepEqual(r2, again) {
 			rt.Fatal("non-deterministic")
 		}
+		// A stopping copy of a healthy pod on another machine changes
+		// nothing: the pod is counted once, where it runs.
+		if len(pods) > 0 {
+			i := rapid.IntRange(0, len(pods)-1).Draw(rt, "copyOf")
+			if o := pods[i]; !o.Terminating && (o.Machine == "m0" || o.Machine == "m2") {
+				cp := o
+				cp.Machine = map[string]string{"m0": "m2", "m2": "m0"}[o.Machine]
+				cp.Terminating = true
+				withCopy := in
+				withCopy.Pods = append(slices.Clone(pods), cp)
+				r3, _ := Compute(withCopy, opts)
+				if !reflect.DeepEqual(r2.Workloads, r3.Workloads) || !reflect.DeepEqual(r2.Orphans, r3.Orphans) {
+					rt.Fatalf("a stopping copy of %s on %s changed the pass", o.Name, cp.Machine)
+				}
+			}
+		}
 		for _, res := range []Result{r, r2} {
 			if !res.Wake.IsZero() && !res.Wake.After(now) {
 				rt.Fatalf("wake %v is not after now %v", res.Wake, now)
