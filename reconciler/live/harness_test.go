@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/render"
@@ -153,6 +154,15 @@ func (s *fleetSim) observe() []Observed {
 			if p.age >= s.readyAfter {
 				st.Phase = corev1.PodRunning
 				st.Ready = p.terminating < 0
+			}
+			if p.pod.Spec.RestartPolicy != corev1.RestartPolicyAlways && p.age >= s.readyAfter+2 {
+				// A Job's pod runs for two steps, then succeeds.
+				st.Phase, st.Ready = corev1.PodSucceeded, false
+				for _, c := range p.pod.Spec.Containers {
+					st.ContainerStatuses = append(st.ContainerStatuses, api.ContainerStatus{Name: c.Name, State: corev1.ContainerState{
+						Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(s.now)},
+					}})
+				}
 			}
 			o.Pods = append(o.Pods, st)
 		}

@@ -188,6 +188,8 @@ func (s *state) fleet() {
 			}
 			if m.reachable {
 				m.sched.Allocatable = m.obs.Node.Allocatable
+				// An agent whose containerd does not answer takes no new pod.
+				m.sched.Ready = m.obs.Node.RuntimeError == ""
 			}
 		}
 	}
@@ -387,7 +389,9 @@ func (s *state) place(wanted []*pod, res *workload.Result) {
 		wantedKeys[p.key()] = true
 		sp := schedPod(p.want.Namespace, p.want.Name, p.want.Owner, p.tmpl)
 		if p.machine != "" {
-			bound = append(bound, schedule.BoundPod{Pod: sp, Machine: p.machine})
+			if p.observed == nil || !finished(p.observed) {
+				bound = append(bound, schedule.BoundPod{Pod: sp, Machine: p.machine})
+			}
 			continue
 		}
 		pending = append(pending, sp)
@@ -399,7 +403,7 @@ func (s *state) place(wanted []*pod, res *workload.Result) {
 			continue
 		}
 		for _, o := range s.observed[key] {
-			if o.status.Phase == corev1.PodSucceeded || o.status.Phase == corev1.PodFailed {
+			if finished(o.status) {
 				continue
 			}
 			var t *corev1.PodTemplateSpec
@@ -413,7 +417,7 @@ func (s *state) place(wanted []*pod, res *workload.Result) {
 	if len(pending) == 0 {
 		return
 	}
-	r := schedule.Schedule(machines, bound, pending)
+	r := schedule.Schedule(machines, bound, pending, schedule.WithNamespaceLabels(namespaceLabels(s.in.Desired)))
 	for k, p := range byKey {
 		if m, ok := r.Placements[k]; ok {
 			p.machine = m
@@ -426,6 +430,12 @@ func (s *state) place(wanted []*pod, res *workload.Result) {
 		}
 		s.pass.Unschedulable = append(s.pass.Unschedulable, u)
 	}
+}
+
+// finished: the pod ended (a Job's, or one with restartPolicy Never) and
+// holds no resources.
+func finished(st *api.PodStatus) bool {
+	return st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed
 }
 
 func schedPod(ns, name string, owner workload.Owner, t *corev1.PodTemplateSpec) schedule.Pod {
@@ -757,7 +767,7 @@ func (s *state) converged(wanted []*pod, res *workload.Result) bool {
 		}
 	}
 	for _, p := range wanted {
-		if p.observed == nil || (!p.observed.Ready && p.observed.Phase != corev1.PodSucceeded) {
+		if p.observed == nil || (!p.observed.Ready && !finished(p.observed)) {
 			return false
 		}
 	}
@@ -832,4 +842,16 @@ func addresses(m *v1alpha1.Machine) []string {
 		return []string{m.Spec.Address}
 	}
 	return nil
+}
+
+// namespaceLabels are the labels of the repository's Namespaces, for pod
+// affinity terms with a namespaceSelector.
+func namespaceLabels(d *render.Desired) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, o := range d.Objects {
+		if ns, ok := o.Obj.(*corev1.Namespace); ok {
+			out[o.Name] = ns.Labels
+		}
+	}
+	return out
 }

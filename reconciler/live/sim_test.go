@@ -231,3 +231,46 @@ func TestUnreachableMachineWaitsForGrace(t *testing.T) {
 		t.Fatalf("after lab3 is back: %d pods, %d ready\n%s", total, ready, s.dump())
 	}
 }
+
+// TestJobRunsToCompletion: a Job's pods run, succeed and stay (finished
+// pods hold no resources); the fleet is then converged and a pass sends
+// nothing, while the Deployment beside it keeps running.
+func TestJobRunsToCompletion(t *testing.T) {
+	fsys := quickstart(t, "1")
+	fsys["job.yaml"] = &fstest.MapFile{Data: []byte(`apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  completions: 2
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: 198.18.0.1:5000/berth/migrate:1}]
+`)}
+	s := newFleetSim(t, load(t, fsys))
+	// Converged counts a running Job's ready pods as there; run until the
+	// Job is done.
+	var job *WorkloadStatus
+	for range 10 {
+		p := s.converge(20, func(*Pass) { s.noDuplicates() })
+		for i := range p.Workloads {
+			if p.Workloads[i].Owner.Kind == "Job" {
+				job = &p.Workloads[i]
+			}
+		}
+		if job.Status.Active == 0 {
+			break
+		}
+		s.step()
+	}
+	if job == nil || job.Status.Succeeded != 2 || job.Status.Active != 0 || job.Status.CompletionTime == nil {
+		t.Fatalf("job status %+v", job)
+	}
+	if again := s.plan(); !again.Converged || again.Changes() != 0 {
+		t.Fatalf("after the Job: converged %v, %d to tell", again.Converged, again.Changes())
+	}
+	if total, ready, _ := s.counts("echo-"); total != 3 || ready != 3 {
+		t.Fatalf("echo: %d pods, %d ready", total, ready)
+	}
+}
