@@ -146,6 +146,39 @@ func (c *Client) SetPods(ctx context.Context, pods api.DesiredPods) error {
 	return nil
 }
 
+// ImportImages sends an OCI (or docker save) archive to the agent, which
+// imports its images: for machines with no registry. The archive is
+// streamed as it is read, never held whole in memory, and the call is not
+// retried (the stream cannot be replayed). A malformed or oversized
+// archive is an error wrapping api.ErrInvalid. The archive is not read
+// after the call returns (but for a read already in progress).
+func (c *Client) ImportImages(ctx context.Context, archive io.Reader) ([]api.Image, error) {
+	// The transport reads the body in a goroutine of its own, may go on
+	// after an early answer, and waits for a read in progress even when
+	// ctx ends: through a pipe closed when the call ends, the archive is
+	// not read afterwards (but for a read in progress) and a stalled
+	// archive cannot hold a cancelled call.
+	body, pw := io.Pipe()
+	defer body.Close()
+	go func() {
+		_, err := io.Copy(pw, archive)
+		pw.CloseWithError(err)
+	}()
+	defer context.AfterFunc(ctx, func() { body.CloseWithError(context.Cause(ctx)) })()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/v1/images/import", body)
+	if err != nil {
+		return nil, fmt.Errorf("import images: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-tar")
+	var res struct {
+		Images []api.Image `json:"images"`
+	}
+	if err := c.do(req, &res); err != nil {
+		return nil, fmt.Errorf("import images: %w", err)
+	}
+	return res.Images, nil
+}
+
 // Pods returns the observed status of every pod, sorted by key.
 func (c *Client) Pods(ctx context.Context) ([]api.PodStatus, error) {
 	var pods []api.PodStatus

@@ -44,6 +44,10 @@ type fakeBackend struct {
 	logsDone  chan error // the ctx error Logs saw when it returned
 
 	exec func(ctx context.Context, req api.ExecRequest) (int, error)
+
+	// importFn reads an archive; by default the whole of it, answering
+	// one image per KiB read.
+	importFn func(ctx context.Context, r io.Reader) ([]api.Image, error)
 }
 
 func (f *fakeBackend) call() error {
@@ -139,6 +143,24 @@ func (f *fakeBackend) Exec(ctx context.Context, req api.ExecRequest) (int, error
 		return -1, err
 	}
 	return f.exec(ctx, req)
+}
+
+func (f *fakeBackend) ImportImages(ctx context.Context, r io.Reader) ([]api.Image, error) {
+	if err := f.call(); err != nil {
+		return nil, err
+	}
+	if f.importFn != nil {
+		return f.importFn(ctx, r)
+	}
+	n, err := io.Copy(io.Discard, r)
+	if err != nil {
+		return nil, err
+	}
+	var imgs []api.Image
+	for i := range n / 1024 {
+		imgs = append(imgs, api.Image{Ref: fmt.Sprintf("berth/img:%d", i), ID: fmt.Sprintf("sha256:%064d", i)})
+	}
+	return imgs, nil
 }
 
 // startAgent serves b on a unix socket and returns a client of it.
@@ -246,6 +268,7 @@ func TestErrorsComeBackAsSentinels(t *testing.T) {
 		_, calls["Node"] = c.Node(ctx)
 		calls["Logs"] = c.Logs(ctx, "default/web", api.LogOptions{}, io.Discard)
 		_, calls["Exec"] = c.Exec(ctx, api.ExecRequest{Pod: "default/web", Command: []string{"true"}})
+		_, calls["ImportImages"] = c.ImportImages(ctx, strings.NewReader("archive"))
 		for _, err := range c.Events(ctx, time.Time{}, false) {
 			calls["Events"] = err
 		}
