@@ -505,7 +505,7 @@ func (s *state) resolve(p *pod) {
 	}
 	p.resolved = &r.Pod
 	if p.action == Keep {
-		if why := s.changedConfigMaps(p); why != "" {
+		if why := s.contentChange(p); why != "" {
 			p.action, p.reason = Update, why
 		}
 	}
@@ -545,41 +545,77 @@ func (s *state) lastSent(p *pod, uid string) *api.Pod {
 	return nil
 }
 
-// changedConfigMaps says which ConfigMaps a kept pod refers to changed
-// since the previous pass, and how the pod sees it.
-func (s *state) changedConfigMaps(p *pod) string {
-	var inPlace, later []string
-	seen := map[string]bool{}
+// contentChange says, for a kept pod, which ConfigMaps or Secrets it
+// refers to changed since the previous pass and how the pod sees it.
+// ConfigMaps are compared through their digests in memory; Secrets (never
+// digested) only through the set this process last sent, when it has one.
+func (s *state) contentChange(p *pod) string {
+	var changed []src
+	seen := map[src]bool{}
+	var secrets []src
 	for _, ref := range resolve.References(&p.tmpl.Spec) {
-		if ref.Kind != resolve.KindConfigMap || seen[ref.Name] {
+		k := src{ref.Kind, ref.Name}
+		if seen[k] {
 			continue
 		}
-		seen[ref.Name] = true
+		seen[k] = true
+		if ref.Kind == resolve.KindSecret {
+			secrets = append(secrets, k)
+			continue
+		}
 		key := p.want.Namespace + "/" + ref.Name
-		old, ok := s.in.Memory.ConfigMaps[key]
-		if !ok || old == s.pass.Memory.ConfigMaps[key] {
-			continue
+		if old, ok := s.in.Memory.ConfigMaps[key]; ok && old != s.pass.Memory.ConfigMaps[key] {
+			changed = append(changed, k)
 		}
-		in, l := resolve.Affected(&p.tmpl.Spec, resolve.KindConfigMap, ref.Name)
+	}
+	if last := s.lastSent(p, p.resolved.UID); len(changed) == 0 && last != nil && !samePod(last, p.resolved) {
+		if len(secrets) == 0 {
+			return "resolved content changed since the last set sent"
+		}
+		changed = secrets
+	}
+	var inPlace, later []string
+	for _, c := range changed {
+		in, l := resolve.Affected(&p.tmpl.Spec, c.kind, c.name)
 		if len(in) > 0 {
-			inPlace = append(inPlace, ref.Name)
+			inPlace = append(inPlace, changedNames([]src{c}))
 		}
 		for _, r := range l {
-			what := r.Env
-			if what == "" {
-				what = cmp.Or(r.MountPath, string(r.Via))
-			}
-			later = append(later, fmt.Sprintf("%s (%s %s)", ref.Name, r.Via, what))
+			what := cmp.Or(r.Env, r.MountPath, r.Volume)
+			later = append(later, fmt.Sprintf("%s (%s %s)", c.name, r.Via, what))
 		}
 	}
 	var parts []string
 	if len(inPlace) > 0 {
-		parts = append(parts, "ConfigMap "+strings.Join(inPlace, ", ")+" changed: files updated in place")
+		parts = append(parts, strings.Join(inPlace, ", ")+" changed: files updated in place")
 	}
 	if len(later) > 0 {
+		if len(inPlace) == 0 {
+			parts = append(parts, changedNames(changed)+" changed")
+		}
 		parts = append(parts, "seen only after a restart: "+strings.Join(later, ", "))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// src is a ConfigMap or Secret a pod refers to.
+type src struct {
+	kind resolve.Kind
+	name string
+}
+
+func changedNames(cs []src) string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = string(c.kind) + " " + c.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func samePod(a, b *api.Pod) bool {
+	ja, err1 := json.Marshal(a)
+	jb, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
 
 // stops records the observed pods that go: those the controllers stop,

@@ -354,3 +354,48 @@ func TestPodUID(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretChangeSeenThroughLastSet: a Secret's new value is not in
+// memory (Secrets are never digested), but the set this process last sent
+// tells the pass which pod sees it and when.
+func TestSecretChangeSeenThroughLastSet(t *testing.T) {
+	files := func(pw string) fstest.MapFS {
+		return repo(map[string]string{
+			"secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: " + pw + "}\n",
+			"web.yaml": deployYAML("web", 1, "web:1", "") +
+				"        env: [{name: PW, valueFrom: {secretKeyRef: {name: db, key: password}}}]\n",
+		})
+	}
+	s := newFleetSim(t, load(t, files("one")))
+	s.converge(10, nil)
+	last := map[string]*api.DesiredPods{}
+	for _, m := range s.machines {
+		last[m.name] = &api.DesiredPods{Generation: m.gen, Pods: m.set}
+	}
+	s.desired = load(t, files("two"))
+	for _, withLast := range []bool{false, true} {
+		in := Input{Desired: s.desired, Observed: s.observe(), Memory: s.memory, Now: s.now}
+		if withLast {
+			in.Last = last
+		}
+		p, err := Plan(in, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Changes() != 1 {
+			t.Fatalf("%d machines told, want the one running web", p.Changes())
+		}
+		want := Keep
+		if withLast {
+			want = Update
+		}
+		for _, a := range p.Pods {
+			if a.Action != want {
+				t.Fatalf("last set %v: %+v", withLast, a)
+			}
+			if withLast && a.Reason != "Secret db changed; seen only after a restart: db (env PW)" {
+				t.Fatalf("reason %q", a.Reason)
+			}
+		}
+	}
+}
