@@ -95,14 +95,22 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 		b.Fatal(err)
 	}
 	ips := []netip.Addr{addr("198.18.200.1"), addr("198.18.200.2")}
+	var compile, kernel, cpu time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		d.Services[5000].Endpoints[3].IP = ips[i%2]
+		c0 := cpuTime()
 		if err := s.Sync(ctx, d); err != nil {
 			b.Fatal(err)
 		}
+		cpu += cpuTime() - c0
+		compile += s.LastSync().Compile
+		kernel += s.LastSync().Kernel
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(compile.Microseconds())/1000/float64(b.N), "compile-ms/op")
+	b.ReportMetric(float64(kernel.Microseconds())/1000/float64(b.N), "kernel-ms/op")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
 	if st := s.LastSync(); st.Full || st.ServicesChanged != 1 || st.ChainsAdded != 1 || st.ChainsDeleted != 1 {
 		b.Errorf("not a one-endpoint delta: %+v", st)
 	}
