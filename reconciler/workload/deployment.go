@@ -151,10 +151,18 @@ func (p *pass) deployment(d *appsv1.Deployment, ns, name string) Workload {
 	var reason string
 	switch {
 	case d.Spec.Paused:
+		// Paused: no rollout, but scaling, as Kubernetes scales a paused
+		// Deployment; with no old revision's template in git, only the
+		// current revision grows (when it is the only one). A Deployment
+		// paused before it ever ran starts nothing, as in Kubernetes.
 		for _, o := range oldPods {
 			old(o)
 		}
-		scaleNew(min(R, int32(len(newPods))))
+		if len(oldPods) == 0 && len(newPods) > 0 {
+			scaleNew(R)
+		} else {
+			scaleNew(min(R, int32(len(newPods))))
+		}
 		reason = "paused"
 	case stalled:
 		for _, o := range newPods {

@@ -250,6 +250,11 @@ func TestDeploymentPaused(t *testing.T) {
 	if w.Changes() != 0 || condition(w, "Progressing").Reason != "DeploymentPaused" {
 		t.Fatalf("paused: changes %d, %+v", w.Changes(), w.Status.Conditions)
 	}
+	// A paused Deployment still scales.
+	s.objects[0] = deploymentObj("web", 5, "v1", func(d *appsv1.Deployment) { d.Spec.Paused = true })
+	if w := workloadOf(t, s.compute(), "Deployment", "web"); len(wantedNames(w, Create)) != 2 {
+		t.Fatalf("paused scale up: %q", w.Reason)
+	}
 }
 
 func TestDeploymentRevisionHistory(t *testing.T) {
