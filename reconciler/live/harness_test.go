@@ -109,6 +109,9 @@ type fleetSim struct {
 	terminateSteps int
 	// sends counts the sets handed to agents.
 	sends int
+	// last holds the sets this controller process sent, when useLast.
+	last    map[string]*api.DesiredPods
+	useLast bool
 }
 
 func newFleetSim(t tb, d *render.Desired) *fleetSim {
@@ -174,7 +177,11 @@ func (s *fleetSim) observe() []Observed {
 // plan runs a pass over the fleet as it is now.
 func (s *fleetSim) plan() *Pass {
 	s.t.Helper()
-	p, err := Plan(Input{Desired: s.desired, Observed: s.observe(), Memory: s.memory, Now: s.now}, s.opts)
+	in := Input{Desired: s.desired, Observed: s.observe(), Memory: s.memory, Now: s.now}
+	if s.useLast {
+		in.Last = s.last
+	}
+	p, err := Plan(in, s.opts)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -193,6 +200,10 @@ func (s *fleetSim) apply(p *Pass, only func(machine string) bool) {
 		}
 		s.machine(mp.Name).setPods(*mp.Send, s.terminateSteps)
 		s.sends++
+		if s.last == nil {
+			s.last = map[string]*api.DesiredPods{}
+		}
+		s.last[mp.Name] = mp.Send
 	}
 	s.memory = p.Memory
 }

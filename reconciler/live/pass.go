@@ -121,7 +121,7 @@ func Plan(in Input, opts Options) (*Pass, error) {
 	s.pass.Wake = res.Wake
 
 	wanted := s.wanted(&res)
-	s.place(wanted, &res)
+	s.place(wanted)
 	for _, p := range wanted {
 		if p.machine != "" {
 			s.resolve(p)
@@ -374,7 +374,7 @@ func (s *state) knownTemplate(p *pod, current *corev1.PodTemplateSpec) (*corev1.
 }
 
 // place schedules the pods that have no machine yet.
-func (s *state) place(wanted []*pod, res *workload.Result) {
+func (s *state) place(wanted []*pod) {
 	var machines []schedule.Machine
 	for _, m := range s.order {
 		if m.spec != nil {
@@ -473,11 +473,17 @@ func (s *state) resolve(p *pod) {
 	if !m.reachable {
 		return // nothing is sent; the pod is remembered where it is
 	}
-	if p.tmpl == nil {
+	if p.tmpl == nil || p.carried {
+		// Exactly what runs, if this process sent it.
 		if last := s.lastSent(p, uid); last != nil {
+			if p.carried {
+				p.tmpl, p.carried = nil, false // not its template: not remembered as one
+			}
 			p.resolved = last
 			return
 		}
+	}
+	if p.tmpl == nil {
 		s.fail(m, p, "its template is neither in the repository nor in the controller's memory")
 		return
 	}

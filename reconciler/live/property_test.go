@@ -42,6 +42,7 @@ func TestKilledControllerNeverDuplicatesOrLoses(t *testing.T) {
 		surge := rapid.IntRange(1-unavailable, 2).Draw(rt, "maxSurge")
 		s := newFleetSim(rt, load(rt, quickstartWith(rt, replicas, surge, unavailable, "1")))
 		s.terminateSteps = rapid.IntRange(0, 2).Draw(rt, "terminateSteps")
+		s.useLast = rapid.Bool().Draw(rt, "process keeps the sets it sent")
 		s.converge(30, nil)
 		_, _, old := s.counts("echo-")
 
@@ -57,9 +58,9 @@ func TestKilledControllerNeverDuplicatesOrLoses(t *testing.T) {
 		for range kills {
 			switch rapid.IntRange(0, 3).Draw(rt, "memory") {
 			case 0:
-				s.memory = Memory{}
+				s.memory, s.last = Memory{}, nil
 			case 1:
-				s.memory = history[rapid.IntRange(0, len(history)-1).Draw(rt, "stale")]
+				s.memory, s.last = history[rapid.IntRange(0, len(history)-1).Draw(rt, "stale")], nil
 			}
 			p := s.plan()
 			applied := map[string]bool{}
