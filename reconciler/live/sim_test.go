@@ -274,3 +274,105 @@ spec:
 		t.Fatalf("echo: %d pods, %d ready", total, ready)
 	}
 }
+
+// mixedRepo is a StatefulSet, a DaemonSet that tolerates m3's taint, a bare
+// Pod and a Deployment on the three machines of machinesYAML.
+func mixedRepo(tag string) fstest.MapFS {
+	return repo(map[string]string{
+		"web.yaml": deployYAML("web", 3, "web:"+tag, ""),
+		"db.yaml": `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: "db:` + tag + `"}]
+`,
+		"ds.yaml": `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: logs}
+spec:
+  selector: {matchLabels: {app: logs}}
+  template:
+    metadata: {labels: {app: logs}}
+    spec:
+      tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]
+      containers: [{name: logs, image: "logs:` + tag + `"}]
+`,
+		"debug.yaml": `apiVersion: v1
+kind: Pod
+metadata: {name: debug}
+spec:
+  containers: [{name: sh, image: "debug:` + tag + `"}]
+`,
+	})
+}
+
+// TestMixedWorkloadsRollTogether: every kind of long-running workload
+// converges, then rolls to a new image, with no pod twice at any step.
+func TestMixedWorkloadsRollTogether(t *testing.T) {
+	s := newFleetSim(t, load(t, mixedRepo("1")))
+	s.converge(30, func(*Pass) { s.noDuplicates() })
+	check := func(tag string) {
+		t.Helper()
+		images := map[string]int{}
+		for _, m := range s.machines {
+			for _, p := range m.pods {
+				images[m.name+" "+p.pod.Spec.Containers[0].Image]++
+			}
+		}
+		for _, m := range []string{"m1", "m2", "m3"} {
+			if images[m+" logs:"+tag] != 1 {
+				t.Fatalf("DaemonSet not once on %s: %v", m, images)
+			}
+		}
+		total, ready, _ := s.counts("")
+		if total != 3+2+3+1 || ready != total {
+			t.Fatalf("%d pods, %d ready: %v", total, ready, images)
+		}
+		for k := range images {
+			if !strings.HasSuffix(k, ":"+tag) {
+				t.Fatalf("%s still runs after the roll to %s", k, tag)
+			}
+			if strings.HasPrefix(k, "m3 web:") || strings.HasPrefix(k, "m3 db:") {
+				t.Fatalf("%s: m3 is tainted", k)
+			}
+		}
+	}
+	check("1")
+	s.desired = load(t, mixedRepo("2"))
+	s.converge(60, func(*Pass) { s.noDuplicates() })
+	check("2")
+	if p := s.plan(); !p.Converged || p.Changes() != 0 {
+		t.Fatal("not idempotent after the roll")
+	}
+}
+
+// TestDaemonSetSkipsUntoleratedTaint: without a toleration, a DaemonSet
+// leaves out the tainted machine (the scheduler's filters decide).
+func TestDaemonSetSkipsUntoleratedTaint(t *testing.T) {
+	s := newFleetSim(t, load(t, repo(map[string]string{"ds.yaml": `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: logs}
+spec:
+  selector: {matchLabels: {app: logs}}
+  template:
+    metadata: {labels: {app: logs}}
+    spec:
+      containers: [{name: logs, image: "logs:1"}]
+`})))
+	s.converge(20, nil)
+	var on []string
+	for _, m := range s.machines {
+		if len(m.pods) > 0 {
+			on = append(on, m.name)
+		}
+	}
+	if strings.Join(on, ",") != "m1,m2" {
+		t.Fatalf("DaemonSet runs on %v, want m1 and m2", on)
+	}
+}
