@@ -38,6 +38,9 @@ Subcommands:
                          running agent one machine at a time, pods running on
   status [-o json]       agent version, uptime, containerd, capacity and pods
                          of every machine; unreachable ones are listed
+  import-image FILE [NAME...]
+                         import an image archive into the machines' containerd
+                         (all machines by default), for machines with no registry
   uninstall NAME         stop the agent and remove what bootstrap installed;
                          --purge also stops its pods and removes its state
 
@@ -63,6 +66,9 @@ func runMachines(ctx context.Context, e *env, args []string) int {
 	sub := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		sub, args = args[0], args[1:]
+	}
+	if sub == "import-image" {
+		return runImportImage(ctx, e, args)
 	}
 	synopsis := map[string]string{
 		"bootstrap": "[flags] [NAME...]",
