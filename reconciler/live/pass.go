@@ -819,8 +819,8 @@ func (s *state) converged(wanted []*pod, res *workload.Result) bool {
 	}
 	for key, os := range s.observed {
 		for _, o := range os {
-			if m, ok := where[key]; !ok || m != o.machine {
-				return false
+			if m, ok := where[key]; !ok || m != o.machine || o.status.Terminating {
+				return false // still to stop, or still stopping
 			}
 		}
 	}

@@ -47,36 +47,13 @@ func TestKilledControllerNeverDuplicatesOrLoses(t *testing.T) {
 		_, _, old := s.counts("echo-")
 
 		s.desired = load(rt, quickstartWith(rt, replicas, surge, unavailable, "2"))
-		history := []Memory{s.memory}
 		check := func() {
 			s.noDuplicates()
 			if _, ready, _ := s.counts("echo-"); ready < replicas-unavailable {
 				rt.Fatalf("%d ready echo pods, below %d-%d:\n%s", ready, replicas, unavailable, s.dump())
 			}
 		}
-		kills := rapid.IntRange(0, 12).Draw(rt, "kills")
-		for range kills {
-			switch rapid.IntRange(0, 3).Draw(rt, "memory") {
-			case 0:
-				s.memory, s.last = Memory{}, nil
-			case 1:
-				s.memory, s.last = history[rapid.IntRange(0, len(history)-1).Draw(rt, "stale")], nil
-			}
-			p := s.plan()
-			applied := map[string]bool{}
-			for _, m := range s.machines {
-				applied[m.name] = rapid.Bool().Draw(rt, "apply "+m.name)
-			}
-			keep := s.memory
-			s.apply(p, func(m string) bool { return applied[m] })
-			if rapid.Bool().Draw(rt, "memory not written") {
-				s.memory = keep
-			}
-			history = append(history, p.Memory)
-			check()
-			s.step()
-			check()
-		}
+		chaos(rt, s, check)
 		s.converge(60, func(*Pass) { check() })
 
 		total, ready, hashes := s.counts("echo-")
@@ -95,6 +72,64 @@ func TestKilledControllerNeverDuplicatesOrLoses(t *testing.T) {
 		}
 		if p := s.plan(); !p.Converged || p.Changes() != 0 {
 			rt.Fatalf("a pass after convergence: converged %v, %d to tell", p.Converged, p.Changes())
+		}
+	})
+}
+
+// chaos runs a few passes of a controller killed at random: its memory
+// lost (with the sets it sent), or replaced by an older copy, its sets
+// handed to some machines only, its memory sometimes not written after the
+// pass. check runs after every pass and every step.
+func chaos(rt *rapid.T, s *fleetSim, check func()) {
+	history := []Memory{s.memory}
+	kills := rapid.IntRange(0, 12).Draw(rt, "kills")
+	for range kills {
+		switch rapid.IntRange(0, 3).Draw(rt, "memory") {
+		case 0:
+			s.memory, s.last = Memory{}, nil
+		case 1:
+			s.memory, s.last = history[rapid.IntRange(0, len(history)-1).Draw(rt, "stale")], nil
+		}
+		p := s.plan()
+		applied := map[string]bool{}
+		for _, m := range s.machines {
+			applied[m.name] = rapid.Bool().Draw(rt, "apply "+m.name)
+		}
+		keep := s.memory
+		s.apply(p, func(m string) bool { return applied[m] })
+		if rapid.Bool().Draw(rt, "memory not written") {
+			s.memory = keep
+		}
+		history = append(history, p.Memory)
+		check()
+		s.step()
+		check()
+	}
+}
+
+// TestKilledControllerMixedWorkloads: the same kills during a roll of a
+// StatefulSet, a DaemonSet, a bare Pod and a Deployment together.
+func TestKilledControllerMixedWorkloads(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		s := newFleetSim(rt, load(rt, mixedRepo("1")))
+		s.terminateSteps = rapid.IntRange(0, 2).Draw(rt, "terminateSteps")
+		s.useLast = rapid.Bool().Draw(rt, "process keeps the sets it sent")
+		s.converge(30, nil)
+		s.desired = load(rt, mixedRepo("2"))
+		chaos(rt, s, s.noDuplicates)
+		s.converge(80, func(*Pass) { s.noDuplicates() })
+		images := map[string]int{}
+		for _, m := range s.machines {
+			for _, p := range m.pods {
+				images[p.pod.Spec.Containers[0].Image]++
+			}
+		}
+		want := map[string]int{"web:2": 3, "db:2": 2, "logs:2": 3, "debug:2": 1}
+		if fmt.Sprint(images) != fmt.Sprint(want) {
+			rt.Fatalf("at convergence %v, want %v\n%s", images, want, s.dump())
+		}
+		if p := s.plan(); !p.Converged || p.Changes() != 0 {
+			rt.Fatal("a pass after convergence has something to do")
 		}
 	})
 }
