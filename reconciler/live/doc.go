@@ -23,10 +23,16 @@
 // its memory, names and identifies the same pods again. Memory holds the pod
 // templates of the pods it placed, so that a pod of an older revision whose
 // template has left git can still be described to its agent while a
-// rollout keeps it; when that memory is lost too, the pod is described by
-// its workload's current template under its old UID and hash, which the
-// agent takes as "keep what runs" (a warning says so), until the rollout
-// replaces it.
+// rollout keeps it; failing that, the set this process last sent
+// (Input.Last, never persisted since it carries Secret data) gives the pod
+// exactly; when both are lost, the pod is described by its workload's
+// current template under its old UID and hash, which the agent takes as
+// "keep what runs" (a warning says so), until the rollout replaces it.
+//
+// A pod name reaches the controllers once: copies of one pod on two
+// machines (one was unreachable while its pod was replaced elsewhere) are
+// resolved in favour of the machine the previous pass placed it on, and
+// the other copy is stopped.
 //
 // # Unreachable machines
 //
