@@ -150,8 +150,13 @@ func TestPlanErrors(t *testing.T) {
 	if code, _, errOut := berth(t, nil, "plan", "--repo", t.TempDir(), "--from", "HEAD~1"); code != exitError || !strings.Contains(errOut, "not a git repository") {
 		t.Errorf("not a repository: code %d, stderr %s", code, errOut)
 	}
-	if code, _, _ := berth(t, nil, "plan", "--repo", repo.Path()); code != exitUsage {
-		t.Errorf("missing --from: code %d", code)
+	// Without --from the plan is against the machines; a broken revision
+	// is refused before any is asked.
+	if code, _, errOut := berth(t, nil, "plan", "--repo", repo.Path(), "--to", to); code != exitError || !strings.Contains(errOut, "app.yaml:6:13: error") {
+		t.Errorf("live plan of a broken revision: code %d, stderr %s", code, errOut)
+	}
+	if code, _, _ := berth(t, nil, "plan", "--repo", repo.Path(), "--path", "fleet"); code != exitUsage {
+		t.Errorf("--path without --from: code %d", code)
 	}
 	if code, _, _ := berth(t, nil, "plan", "--repo", repo.Path(), "--from", from, "-o", "yaml"); code != exitUsage {
 		t.Errorf("bad -o: code %d", code)

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"berth.dev/berth/gitsource"
+	nodefleet "berth.dev/berth/nodes/fleet"
+	"berth.dev/berth/nodes/sshx"
 	"berth.dev/berth/reconciler"
+	"berth.dev/berth/reconciler/live"
 )
 
 const planHelp = `
@@ -15,6 +20,11 @@ field by field, with what follows from it (a rolling update of N pods,
 which workloads see a changed ConfigMap). --from and --to are revisions of
 the repository (a branch, tag, commit, HEAD~1); both are read from git and
 no machine is contacted. --from empty plans everything as new.
+
+Without --from, the plan is against the machines: every agent is asked
+over SSH what it runs (--ssh-key, --known-hosts), and the plan lists what
+each machine would be told, pod by pod, with why (a rolling update step,
+a pod pruned, one that fits nowhere and why). Nothing is changed.
 
 Secret values never appear in any output. Validation errors and policy
 denials in the --to revision are errors.
@@ -26,6 +36,7 @@ Examples:
   berth plan --from main --to HEAD
   berth plan --repo https://git.example.com/fleet.git --from v1.4 --to main -o markdown
   berth plan --repo . --path examples/quickstart --from empty
+  berth plan                      # against the machines of $BERTH_REPO
 `
 
 func runPlan(ctx context.Context, e *env, args []string) int {
@@ -46,15 +57,18 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "berth plan: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	if *from == "" {
-		fmt.Fprintln(e.stderr, "berth plan: --from is required (a revision, or \"empty\"); comparing against the machines comes with the reconciler")
-		return exitUsage
-	}
 	switch *output {
 	case "text", "markdown", "json":
 	default:
 		fmt.Fprintf(e.stderr, "berth plan: -o must be text, markdown or json, not %q\n", *output)
 		return exitUsage
+	}
+	if *from == "" {
+		if *path != "" {
+			fmt.Fprintln(e.stderr, "berth plan: --path needs --from (a plan against the machines reads the whole repository)")
+			return exitUsage
+		}
+		return planLive(ctx, e, *repoArg, *to, *sshKey, *knownHosts, *output, *detailed)
 	}
 
 	repo, err := gitsource.OpenOrClone(ctx, *repoArg, gitsource.CloneOptions{SSHKeyPath: *sshKey, KnownHosts: *knownHosts})
@@ -81,6 +95,67 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 	case p.Diagnostics.HasErrors():
 		return exitError
 	case *detailed && p.HasChanges():
+		return exitChanges
+	}
+	return exitOK
+}
+
+// planLive plans revision rev against what the machines report.
+func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, output string, detailed bool) int {
+	repo, err := gitsource.OpenOrClone(ctx, repoArg, gitsource.CloneOptions{SSHKeyPath: sshKey, KnownHosts: knownHosts})
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	defer repo.Close()
+	r, err := reconciler.LoadRevision(ctx, repo, rev, reconciler.OfflineOptions{}, nil)
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	d := r.Desired
+	if d.Diagnostics.HasErrors() {
+		for _, diag := range d.Diagnostics {
+			fmt.Fprintln(e.stderr, diag)
+		}
+		return exitError
+	}
+	branch := gitsource.DefaultStatusBranch
+	if d.Cluster != nil && d.Cluster.Spec.StatusBranch != "" {
+		branch = d.Cluster.Spec.StatusBranch
+	}
+	memory, _ := readMemory(ctx, repo, branch)
+	auth, err := sshx.AuthFrom(sshKey)
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshx.Config{Auth: auth, KnownHostsFile: knownHosts, Logger: logger(e, false)}})
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	defer fl.Close()
+	obs, err := fleetMachines{fl}.Observe(ctx)
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	p, err := live.Plan(live.Input{Desired: d, Observed: obs, Memory: memory, Now: time.Now()}, live.Options{})
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	switch output {
+	case "json":
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(p)
+	case "markdown":
+		fmt.Fprintf(e.stdout, "### berth plan: %s against the machines\n\n```\n", short(r.Commit))
+		err = live.WriteText(e.stdout, p, false)
+		fmt.Fprintln(e.stdout, "```")
+	default:
+		err = live.WriteText(e.stdout, p, false)
+	}
+	if err != nil {
+		return fail(e, "plan: write: %v", err)
+	}
+	if detailed && (p.Changes() > 0 || len(p.Unschedulable) > 0) {
 		return exitChanges
 	}
 	return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,7 @@ type observedPodJSON struct {
 	Machine           string `json:"machine"`
 	Name              string `json:"name"`
 	Ready             bool   `json:"ready"`
+	Terminating       bool   `json:"terminating"`
 	ContainerStatuses []struct {
 		Image string `json:"image"`
 	} `json:"containerStatuses"`
@@ -135,11 +137,54 @@ func TestReconcileE2E(t *testing.T) {
 		t.Errorf("status commits %s -> %s after a pass that changed nothing", statusCommits, n)
 	}
 
-	// 3. An image change rolls out.
+	if code, out, _ := run("plan", "--detailed-exitcode"); code != exitOK {
+		t.Errorf("plan against converged machines: exit %d\n%s", code, out)
+	}
+
+	// 3. An image change: planned against the machines, then rolled out
+	// with maxSurge 1 and maxUnavailable 0 holding at every observation.
 	v2 := pushChange(t, l.Repo, "echo 2", func(dir string) {
 		editFile(t, filepath.Join(dir, "app.yaml"), "berth/echo:1", "berth/echo:2")
 	})
-	if code, out, _ := run("reconcile", "--once", "--timeout", "3m"); code != exitOK || !strings.Contains(out, "Ready: 3/3") {
+	if code, out, _ := run("plan", "--detailed-exitcode"); code != exitChanges || !strings.Contains(out, "default/echo-") {
+		t.Errorf("plan of the image change: exit %d\n%s", code, out)
+	}
+	done := make(chan struct{})
+	observations := make(chan string, 1)
+	go func() {
+		n, worst := 0, ""
+		defer func() { observations <- fmt.Sprintf("%d observations%s", n, worst) }()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			code, out, _ := berth(t, env, "get", "pods", "-o", "json")
+			var ps []observedPodJSON
+			if code != exitOK || json.Unmarshal([]byte(out), &ps) != nil {
+				continue
+			}
+			n++
+			available := 0
+			for _, p := range ps {
+				if p.Ready && !p.Terminating {
+					available++
+				}
+			}
+			if available < 3 || len(ps) > 4 {
+				worst += fmt.Sprintf("; %d available of %d pods", available, len(ps))
+			}
+		}
+	}()
+	code, out, _ = run("reconcile", "--once", "--timeout", "3m")
+	close(done)
+	if obs := <-observations; strings.Contains(obs, ";") {
+		t.Errorf("the rollout left its bounds (3 available, at most 4 pods): %s", obs)
+	} else {
+		t.Logf("rollout within bounds: %s", obs)
+	}
+	if code != exitOK || !strings.Contains(out, "Ready: 3/3") {
 		t.Fatalf("rollout: exit %d, %q", code, out)
 	}
 	for _, p := range pods() {
