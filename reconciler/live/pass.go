@@ -120,12 +120,16 @@ func Plan(in Input, opts Options) (*Pass, error) {
 	s.pass.Memory.Workloads = res.Memory
 	s.pass.Wake = res.Wake
 
+	// Pods with a machine first: one that cannot be described holds its
+	// machine back, and a held machine takes no new pod.
 	wanted := s.wanted(&res)
-	s.place(wanted)
 	for _, p := range wanted {
 		if p.machine != "" {
 			s.resolve(p)
 		}
+	}
+	for _, p := range s.place(wanted) {
+		s.resolve(p)
 	}
 	s.stops(&res, wanted)
 	s.machinePlans()
@@ -373,12 +377,15 @@ func (s *state) knownTemplate(p *pod, current *corev1.PodTemplateSpec) (*corev1.
 	return current, current != nil
 }
 
-// place schedules the pods that have no machine yet.
-func (s *state) place(wanted []*pod) {
+// place schedules the pods that have no machine yet, and returns those it
+// placed.
+func (s *state) place(wanted []*pod) []*pod {
 	var machines []schedule.Machine
 	for _, m := range s.order {
 		if m.spec != nil {
-			machines = append(machines, m.sched)
+			sm := m.sched
+			sm.Ready = sm.Ready && len(m.held) == 0
+			machines = append(machines, sm)
 		}
 	}
 	var bound []schedule.BoundPod
@@ -415,12 +422,16 @@ func (s *state) place(wanted []*pod) {
 		}
 	}
 	if len(pending) == 0 {
-		return
+		return nil
 	}
 	r := schedule.Schedule(machines, bound, pending, schedule.WithNamespaceLabels(namespaceLabels(s.in.Desired)))
-	for k, p := range byKey {
+	var placed []*pod
+	for _, sp := range pending {
+		k := sp.Key()
+		p := byKey[k]
 		if m, ok := r.Placements[k]; ok {
 			p.machine = m
+			placed = append(placed, p)
 			continue
 		}
 		fe := r.Unschedulable[k]
@@ -430,6 +441,7 @@ func (s *state) place(wanted []*pod) {
 		}
 		s.pass.Unschedulable = append(s.pass.Unschedulable, u)
 	}
+	return placed
 }
 
 // finished: the pod ended (a Job's, or one with restartPolicy Never) and

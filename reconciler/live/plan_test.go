@@ -197,6 +197,39 @@ spec:
 			s.noDuplicates()
 		},
 	}, {
+		name: "a running pod that cannot be resolved holds its machine back, and the machine takes no new pod",
+		start: map[string]string{
+			"cm.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n",
+			"cfg.yaml": deployYAML("cfg", 1, "cfg:1", "") + "        env: [{name: K, valueFrom: {configMapKeyRef: {name: c, key: k}}}]\n",
+		},
+		then: map[string]string{
+			"cfg.yaml": deployYAML("cfg", 1, "cfg:1", "") + "        env: [{name: K, valueFrom: {configMapKeyRef: {name: c, key: k}}}]\n",
+			"web.yaml": deployYAML("web", 2, "web:1", ""),
+		},
+		skip: true,
+		check: func(t *testing.T, s *fleetSim, p *Pass) {
+			var held string
+			for _, m := range p.Machines {
+				if m.Held != "" {
+					if held != "" || m.Send != nil {
+						t.Fatalf("machines %+v", p.Machines)
+					}
+					held = m.Name
+				}
+			}
+			if held == "" || len(p.Errors) != 1 || p.Errors[0].Object != "Deployment default/cfg" {
+				t.Fatalf("held %q, errors %+v", held, p.Errors)
+			}
+			for _, a := range p.Pods {
+				if a.Action == Start && a.Machine == held {
+					t.Fatalf("new pod on the held machine: %+v", a)
+				}
+			}
+			if !strings.Contains(text(t, p), held+"  ! held: pod default/cfg-") {
+				t.Fatalf("text:\n%s", text(t, p))
+			}
+		},
+	}, {
 		name: "a machine that left the repository is named and told nothing",
 		setup: func(s *fleetSim) {
 			s.machines = append(s.machines, &simMachine{name: "old", reachable: true})
