@@ -1,12 +1,15 @@
 package live
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
 
 	"pgregory.net/rapid"
+
+	"berth.dev/berth/nodes/api"
 )
 
 // quickstartWith is examples/quickstart with its replicas, surge,
@@ -130,6 +133,79 @@ func TestKilledControllerMixedWorkloads(t *testing.T) {
 		}
 		if p := s.plan(); !p.Converged || p.Changes() != 0 {
 			rt.Fatal("a pass after convergence has something to do")
+		}
+	})
+}
+
+// TestArbitraryObservations feeds passes fleets in arbitrary states
+// (machines unreachable, stray and duplicated pods of any owner, hashes
+// and phases, agents holding any generation and digest) and checks what
+// must hold whatever is observed: a pass succeeds and is deterministic, no
+// pod is sent to two machines, nothing is sent to a machine that did not
+// answer or is not in the repository, and a sent set is the agent's next
+// generation.
+func TestArbitraryObservations(t *testing.T) {
+	d := load(t, mixedRepo("1"))
+	rapid.Check(t, func(rt *rapid.T) {
+		s := newFleetSim(rt, d)
+		s.converge(30, nil)
+		s.desired = load(rt, mixedRepo(rapid.SampledFrom([]string{"1", "2"}).Draw(rt, "tag")))
+		names := []string{"web-x", "db-0", "db-1", "db-2", "logs-a", "debug", "gone-1"}
+		owners := []string{"Deployment/web", "StatefulSet/db", "DaemonSet/logs", "Pod/debug", "Deployment/gone", ""}
+		for _, m := range s.machines {
+			m.reachable = rapid.IntRange(0, 4).Draw(rt, "reachable "+m.name) > 0
+			m.gen = rapid.Int64Range(0, 5).Draw(rt, "gen "+m.name)
+			if rapid.Bool().Draw(rt, "stale digest "+m.name) {
+				m.digest = "stale"
+			}
+			for i := range rapid.IntRange(0, 3).Draw(rt, "extra "+m.name) {
+				p := api.Pod{Namespace: "default", Name: rapid.SampledFrom(names).Draw(rt, "name"), UID: fmt.Sprint("u", i),
+					Hash: rapid.SampledFrom([]string{"h1", "h2"}).Draw(rt, "hash")}
+				if o := rapid.SampledFrom(owners).Draw(rt, "owner"); o != "" {
+					kind, name, _ := strings.Cut(o, "/")
+					p.Labels = map[string]string{"berth.dev/owner-kind": kind, "berth.dev/owner": name}
+				}
+				m.pods = append(m.pods, &simPod{pod: p, age: rapid.IntRange(0, 3).Draw(rt, "age"), terminating: rapid.IntRange(-1, 1).Draw(rt, "terminating")})
+			}
+		}
+		s.machines = append(s.machines, &simMachine{name: "zz-outside", reachable: true})
+		in := Input{Desired: s.desired, Observed: s.observe(), Memory: s.memory, Now: s.now}
+		p, err := Plan(in, Options{})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		again, err := Plan(in, Options{})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		ja, _ := json.Marshal(p)
+		jb, _ := json.Marshal(again)
+		if string(ja) != string(jb) {
+			rt.Fatal("two passes over the same input differ")
+		}
+		seen := map[string]string{}
+		for _, mp := range p.Machines {
+			if mp.Send == nil {
+				continue
+			}
+			var sm *simMachine
+			for _, m := range s.machines {
+				if m.name == mp.Name {
+					sm = m
+				}
+			}
+			if !sm.reachable || !mp.InRepository {
+				rt.Fatalf("sent to %s (reachable %v, in repository %v)", mp.Name, sm.reachable, mp.InRepository)
+			}
+			if mp.Send.Generation != sm.gen+1 || mp.Generation != sm.gen+1 {
+				rt.Fatalf("%s: generation %d after %d", mp.Name, mp.Send.Generation, sm.gen)
+			}
+			for _, pod := range mp.Send.Pods {
+				if other, ok := seen[pod.Key()]; ok {
+					rt.Fatalf("pod %s sent to %s and %s", pod.Key(), other, mp.Name)
+				}
+				seen[pod.Key()] = mp.Name
+			}
 		}
 	})
 }
