@@ -136,6 +136,7 @@ func Plan(in Input, opts Options) (*Pass, error) {
 	s.remember(wanted)
 	s.pass.Converged = s.converged(wanted, &res)
 	sortPass(s.pass)
+	s.pass.Summary = summarize(s.pass)
 	return s.pass, nil
 }
 

@@ -67,6 +67,9 @@ func TestQuickstartRollingUpdate(t *testing.T) {
 	if len(starts) != 1 {
 		t.Fatalf("first pass of the rollout starts %v, want one surge pod", starts)
 	}
+	if want := (Summary{Start: 1, Keep: 3, Machines: 1}); first.Summary != want {
+		t.Fatalf("summary %+v, want %+v", first.Summary, want)
+	}
 	s.converge(40, func(p *Pass) {
 		s.noDuplicates()
 		total, ready, _ := s.counts("echo-")

@@ -18,9 +18,7 @@ var symbols = map[Action]string{Start: "+", Stop: "-", Replace: "-/+", Update: "
 func WriteText(w io.Writer, p *Pass, verbose bool) error {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	counts := map[Action]int{}
 	for _, a := range p.Pods {
-		counts[a.Action]++
 		if a.Action == Keep && !verbose {
 			continue
 		}
@@ -57,12 +55,12 @@ func WriteText(w io.Writer, p *Pass, verbose bool) error {
 			fmt.Fprintf(&b, "%s: %s\n", wl.Owner, wl.Reason)
 		}
 	}
-	send := p.Changes()
-	if send == 0 && len(p.Unschedulable) == 0 && len(p.Errors) == 0 {
+	sum := p.Summary
+	if sum.Machines == 0 && sum.Pending == 0 && sum.Errors == 0 {
 		b.WriteString("No machine to tell now; waiting for the fleet to catch up.\n")
 	} else {
 		fmt.Fprintf(&b, "Plan: %d to start, %d to replace, %d to update, %d to stop; %s to tell; %d pending, %d errors.\n",
-			counts[Start], counts[Replace], counts[Update], counts[Stop], plural(send, "machine"), len(p.Unschedulable), len(p.Errors))
+			sum.Start, sum.Replace, sum.Update, sum.Stop, plural(sum.Machines, "machine"), sum.Pending, sum.Errors)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

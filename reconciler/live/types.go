@@ -131,6 +131,8 @@ type Pass struct {
 	Memory Memory `json:"memory"`
 	// Wake is when to run again if nothing changes (zero: no timer).
 	Wake time.Time `json:"wake,omitzero"`
+	// Summary counts the pass's actions.
+	Summary Summary `json:"summary"`
 	// Converged: every machine holds its set and is reachable, every
 	// wanted pod is observed ready (or finished), nothing is pending and
 	// nothing is left to stop.
@@ -226,4 +228,51 @@ func (p *Pass) Changes() int {
 		}
 	}
 	return n
+}
+
+// Summary counts what a pass does, for tools and exit codes.
+type Summary struct {
+	Start       int `json:"start"`
+	Replace     int `json:"replace"`
+	Update      int `json:"update"`
+	Stop        int `json:"stop"`
+	Keep        int `json:"keep"`
+	Machines    int `json:"machines"`    // machines told a new set
+	Unreachable int `json:"unreachable"` // machines of the repository that did not answer
+	Held        int `json:"held"`
+	Pending     int `json:"pending"`
+	Errors      int `json:"errors"`
+}
+
+// Changed reports whether the pass tells any machine anything.
+func (s Summary) Changed() bool { return s.Machines > 0 }
+
+func summarize(p *Pass) Summary {
+	var s Summary
+	for _, a := range p.Pods {
+		switch a.Action {
+		case Start:
+			s.Start++
+		case Replace:
+			s.Replace++
+		case Update:
+			s.Update++
+		case Stop:
+			s.Stop++
+		case Keep:
+			s.Keep++
+		}
+	}
+	for _, m := range p.Machines {
+		switch {
+		case m.Send != nil:
+			s.Machines++
+		case m.InRepository && !m.Reachable:
+			s.Unreachable++
+		case m.Held != "":
+			s.Held++
+		}
+	}
+	s.Pending, s.Errors = len(p.Unschedulable), len(p.Errors)
+	return s
 }
