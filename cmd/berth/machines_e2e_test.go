@@ -21,7 +21,9 @@ import (
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 
+	"berth.dev/berth/examples/images"
 	"berth.dev/berth/internal/gittest"
+	"berth.dev/berth/internal/testenv"
 	"berth.dev/berth/nodes/agentclient"
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/nodes/lab"
@@ -46,6 +48,11 @@ func TestMachinesUsage(t *testing.T) {
 		{[]string{"machines", "status", "-o", "yaml"}, exitUsage, ""},
 		{[]string{"machines", "uninstall", "a", "b"}, exitUsage, ""},
 		{[]string{"machines", "bootstrap", "--accept-new-host-keys"}, exitUsage, ""},
+		{[]string{"machines", "import-image", "--help"}, exitOK, "-parallel"},
+		{[]string{"machines", "import-image"}, exitUsage, ""},
+		{[]string{"machines", "import-image", "/nonexistent/echo.tar"}, exitUsage, ""},
+		{[]string{"machines", "import-image", "machines_e2e_test.go"}, exitUsage, ""}, // not a tar archive
+		{[]string{"machines", "import-image", "--parallel", "0", "x.tar"}, exitUsage, ""},
 	} {
 		code, out, errOut := berth(t, env, c.args...)
 		if code != c.code || !strings.Contains(out, c.out) {
@@ -264,9 +271,73 @@ func TestMachinesE2E(t *testing.T) {
 		t.Errorf("the upgrade replaced the pod's container: %s -> %s", cid, after)
 	}
 
+	// An image archive imported onto lab1, streamed through SSH, runs
+	// there with imagePullPolicy Never; a truncated one is refused by the
+	// agent, and lab2 never had the image.
+	archive := filepath.Join(t.TempDir(), "echo-2.tar")
+	if err := images.WriteOCIArchive(testenv.EchoImage(t, "2"), images.EchoRef("", "2"), archive); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(t.TempDir(), "truncated.tar")
+	if err := os.WriteFile(truncated, whole[:len(whole)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = machines("import-image", truncated, "lab1")
+	if code != exitError || !actionLine(out, "lab1", "failed") || !strings.Contains(out, "invalid request") {
+		t.Errorf("import of a truncated archive: exit %d\n%s", code, out)
+	}
+	began = time.Now()
+	code, out, _ = machines("import-image", archive, "lab1")
+	if code != exitOK || !strings.Contains(out, "lab1         imported docker.io/berth/echo:2 (id ") {
+		t.Fatalf("import-image: exit %d\n%s", code, out)
+	}
+	t.Logf("FIGURE import-image of a %d KiB archive onto one machine over SSH: %v", len(whole)>>10, time.Since(began).Round(time.Millisecond))
+	local := api.Pod{
+		Namespace: "default", Name: "echo-local", UID: "e2e-echo-local-1", Hash: "e2e-1",
+		Spec: api.PodSpec{
+			Containers:    []corev1.Container{{Name: "echo", Image: "berth/echo:2", ImagePullPolicy: corev1.PullNever}},
+			RestartPolicy: corev1.RestartPolicyAlways,
+		},
+	}
+	if err := ac.SetPods(ctx, api.DesiredPods{Generation: 2, Pods: []api.Pod{pod, local}}); err != nil {
+		t.Fatalf("SetPods: %v", err)
+	}
+	waitFor(t, time.Minute, "the pod of the imported image running on lab1", func() bool {
+		ps, err := ac.Pods(ctx)
+		i := slices.IndexFunc(ps, func(p api.PodStatus) bool { return p.Name == "echo-local" })
+		return err == nil && i >= 0 && len(ps[i].ContainerStatuses) == 1 && ps[i].ContainerStatuses[0].State.Running != nil
+	})
+	m2 := fleetMachine(t, l, "lab2")
+	conn2, err := sshx.New(m2, sshx.Config{Auth: auth, KnownHostsFile: l.KnownHosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn2.Close() })
+	ac2 := agentclient.New(conn2.UnixDialer(m2.Spec.Agent.Socket), agentclient.Options{MaxConns: 2})
+	t.Cleanup(ac2.Close)
+	local.UID = "e2e-echo-local-2"
+	if err := ac2.SetPods(ctx, api.DesiredPods{Generation: 1, Pods: []api.Pod{local}}); err != nil {
+		t.Fatalf("SetPods on lab2: %v", err)
+	}
+	waitFor(t, 30*time.Second, "ErrImageNeverPull on lab2", func() bool {
+		ps, err := ac2.Pods(ctx)
+		if err != nil || len(ps) != 1 || len(ps[0].ContainerStatuses) != 1 {
+			return false
+		}
+		w := ps[0].ContainerStatuses[0].State.Waiting
+		return w != nil && w.Reason == "ErrImageNeverPull"
+	})
+	if err := ac2.SetPods(ctx, api.DesiredPods{Generation: 2, Pods: []api.Pod{}}); err != nil {
+		t.Fatalf("SetPods on lab2: %v", err)
+	}
+
 	// Uninstall with purge.
 	code, out, _ = machines("uninstall", "lab1", "--purge")
-	if code != exitOK || !strings.Contains(out, "1 pods stopped") {
+	if code != exitOK || !strings.Contains(out, "2 pods stopped") {
 		t.Errorf("uninstall --purge: exit %d\n%s", code, out)
 	}
 	for _, p := range []string{lab1.Agent.BinaryPath, lab1.Agent.StateDir, lab1.Agent.Socket} {

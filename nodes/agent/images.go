@@ -131,7 +131,7 @@ func removeStaleArchives(dir string) {
 // until it is free or ctx ends. Closing the file, which unlock does,
 // releases it; so does the process's death.
 func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
