@@ -381,6 +381,9 @@ func (s *state) knownTemplate(p *pod, current *corev1.PodTemplateSpec) (*corev1.
 // place schedules the pods that have no machine yet, and returns those it
 // placed.
 func (s *state) place(wanted []*pod) []*pod {
+	if !slices.ContainsFunc(wanted, func(p *pod) bool { return p.machine == "" }) {
+		return nil
+	}
 	var machines []schedule.Machine
 	for _, m := range s.order {
 		if m.spec != nil {
@@ -421,9 +424,6 @@ func (s *state) place(wanted []*pod) []*pod {
 			owner, _ := workload.OwnerFromLabels(o.status.Namespace, o.status.Labels)
 			bound = append(bound, schedule.BoundPod{Pod: schedPod(o.status.Namespace, o.status.Name, owner, t), Machine: o.machine})
 		}
-	}
-	if len(pending) == 0 {
-		return nil
 	}
 	r := schedule.Schedule(machines, bound, pending, schedule.WithNamespaceLabels(namespaceLabels(s.in.Desired)))
 	var placed []*pod
