@@ -87,6 +87,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, req api.ExecRequest) (int
 	if stderr == nil || req.TTY {
 		stderr = io.Discard
 	}
+	if stdout == stderr && stdout != io.Discard {
+		// Two copies write into one writer at once: serialize them, and
+		// hide a ReadFrom (bytes.Buffer's), which io.Copy would otherwise
+		// call from both, each truncating what the other read.
+		w := &lockedWriter{w: stdout}
+		stdout, stderr = w, w
+	}
 	// Stdin reaching its end closes the process's stdin, so that commands
 	// reading it finish; the process is only known once created.
 	procReady := make(chan client.Process, 1)
@@ -192,4 +199,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// lockedWriter serializes writes to w, and offers nothing but Write.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
