@@ -181,6 +181,9 @@ func (s *state) fleet() {
 				m.since = s.in.Now
 			}
 			m.plan.UnreachableSince = m.since
+			if g := s.opts.RescheduleAfter; g > 0 {
+				m.plan.RescheduleAt = m.since.Add(g)
+			}
 			s.pass.Memory.Unreachable[name] = m.since
 		}
 		if m.reachable {

@@ -177,7 +177,7 @@ func TestUnreachableMachineWaitsForGrace(t *testing.T) {
 			}
 		}
 		mp := p.Machines[2]
-		if mp.Name != "lab3" || mp.Reachable || mp.Send != nil || !mp.UnreachableSince.Equal(down) {
+		if mp.Name != "lab3" || mp.Reachable || mp.Send != nil || !mp.UnreachableSince.Equal(down) || !mp.RescheduleAt.Equal(down.Add(grace)) {
 			t.Fatalf("lab3 plan %+v", mp)
 		}
 		if got := p.Memory.Pods[lost]; got.Machine != "lab3" {

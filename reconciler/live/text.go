@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 var symbols = map[Action]string{Start: "+", Stop: "-", Replace: "-/+", Update: "~", Keep: " "}
@@ -30,8 +31,15 @@ func WriteText(w io.Writer, p *Pass, verbose bool) error {
 		case !m.InRepository:
 			fmt.Fprintf(&b, "%s  ! not in the repository: left as it is\n", m.Name)
 		case !m.Reachable:
-			fmt.Fprintf(&b, "%s  ! unreachable since %s: %s; told nothing, its pods wait\n",
-				m.Name, m.UnreachableSince.UTC().Format("2006-01-02T15:04:05Z"), m.Err)
+			wait := "its pods wait for it"
+			switch {
+			case m.RescheduleAt.IsZero():
+			case p.Now.Before(m.RescheduleAt):
+				wait = "its pods wait; Deployment and Job pods are replaced elsewhere from " + stamp(m.RescheduleAt)
+			default:
+				wait = "Deployment and Job pods replaced elsewhere, others wait"
+			}
+			fmt.Fprintf(&b, "%s  ! unreachable since %s: %s; told nothing, %s\n", m.Name, stamp(m.UnreachableSince), m.Err, wait)
 		case m.Held != "":
 			fmt.Fprintf(&b, "%s  ! held: %s\n", m.Name, m.Held)
 		}
@@ -85,3 +93,5 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

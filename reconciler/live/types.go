@@ -147,6 +147,9 @@ type MachinePlan struct {
 	Err string `json:"error,omitempty"`
 	// UnreachableSince is when it was first found unreachable.
 	UnreachableSince time.Time `json:"unreachableSince,omitzero"`
+	// RescheduleAt is when the pods of its Deployments and Jobs are given
+	// up and replaced elsewhere (zero: never; Options.RescheduleAfter).
+	RescheduleAt time.Time `json:"rescheduleAt,omitzero"`
 	// InRepository is false for an observed machine that left git: it is
 	// not told anything.
 	InRepository bool `json:"inRepository"`
