@@ -48,6 +48,9 @@ func (m *Manager) ImportImages(ctx context.Context, r io.Reader) ([]api.Image, e
 	if path != "" {
 		defer os.Remove(path)
 	}
+	if errors.Is(err, api.ErrInvalid) {
+		return nil, err // says what is wrong with the archive; the client says what it was doing
+	}
 	if err != nil {
 		return nil, fmt.Errorf("import images: %w", err)
 	}
@@ -58,10 +61,10 @@ func (m *Manager) ImportImages(ctx context.Context, r io.Reader) ([]api.Image, e
 		}
 		// The temporary path means nothing to the caller.
 		msg := strings.TrimPrefix(err.Error(), "import "+path+": ")
-		return nil, fmt.Errorf("import images: %w: %s", api.ErrInvalid, msg)
+		return nil, fmt.Errorf("%w: %s", api.ErrInvalid, msg)
 	}
 	if len(imgs) == 0 {
-		return nil, fmt.Errorf("import images: %w: the archive holds no image for this machine", api.ErrInvalid)
+		return nil, fmt.Errorf("%w: the archive holds no image for this machine", api.ErrInvalid)
 	}
 	out := make([]api.Image, len(imgs))
 	refs := make([]string, len(imgs))
