@@ -52,6 +52,11 @@ type pod struct {
 
 func (p *pod) key() string { return p.want.Namespace + "/" + p.want.Name }
 
+// new: the pod is to be started; it needs a machine from the scheduler, or,
+// when it is fixed to one (a DaemonSet's, spec.nodeName), the machine's
+// admission (readiness, resources, ports), as a kubelet admits such a pod.
+func (p *pod) new() bool { return p.want.Action == workload.Create && p.observed == nil }
+
 // state is the working state of one Plan call.
 type state struct {
 	in       Input
@@ -124,7 +129,7 @@ func Plan(in Input, opts Options) (*Pass, error) {
 	// machine back, and a held machine takes no new pod.
 	wanted := s.wanted(&res)
 	for _, p := range wanted {
-		if p.machine != "" {
+		if p.machine != "" && !p.new() {
 			s.resolve(p)
 		}
 	}
@@ -384,7 +389,7 @@ func (s *state) knownTemplate(p *pod, current *corev1.PodTemplateSpec) (*corev1.
 // place schedules the pods that have no machine yet, and returns those it
 // placed.
 func (s *state) place(wanted []*pod) []*pod {
-	if !slices.ContainsFunc(wanted, func(p *pod) bool { return p.machine == "" }) {
+	if !slices.ContainsFunc(wanted, (*pod).new) {
 		return nil
 	}
 	var machines []schedule.Machine
@@ -396,21 +401,32 @@ func (s *state) place(wanted []*pod) []*pod {
 		}
 	}
 	var bound []schedule.BoundPod
-	var pending []schedule.Pod
+	var fixed, pending []schedule.Pod
 	byKey := map[schedule.PodKey]*pod{}
 	wantedKeys := map[string]bool{}
 	for _, p := range wanted {
 		wantedKeys[p.key()] = true
 		sp := schedPod(p.want.Namespace, p.want.Name, p.want.Owner, p.tmpl)
-		if p.machine != "" {
-			if p.observed == nil || !finished(p.observed) {
+		switch {
+		case !p.new():
+			if p.machine != "" && (p.observed == nil || !finished(p.observed)) {
 				bound = append(bound, schedule.BoundPod{Pod: sp, Machine: p.machine})
 			}
 			continue
+		case p.machine != "":
+			// Admitted to its machine before anything is scheduled.
+			spec := &corev1.PodSpec{}
+			if sp.Spec != nil {
+				spec = sp.Spec.DeepCopy()
+			}
+			spec.NodeName, sp.Spec = p.machine, spec
+			fixed = append(fixed, sp)
+		default:
+			pending = append(pending, sp)
 		}
-		pending = append(pending, sp)
 		byKey[sp.Key()] = p
 	}
+	pending = append(fixed, pending...)
 	// Pods on their way out still hold their resources and ports.
 	for _, key := range slices.Sorted(maps.Keys(s.observed)) {
 		if wantedKeys[key] {
@@ -438,6 +454,7 @@ func (s *state) place(wanted []*pod) []*pod {
 			placed = append(placed, p)
 			continue
 		}
+		p.machine = "" // refused by its machine: not sent
 		fe := r.Unschedulable[k]
 		u := Unschedulable{Namespace: k.Namespace, Name: k.Name, Owner: p.want.Owner}
 		if fe != nil {

@@ -113,6 +113,31 @@ func TestPass(t *testing.T) {
 			}
 		},
 	}, {
+		name: "a pod fixed to its machine is admitted there first, or refused with the reason and not sent",
+		then: map[string]string{"ds.yaml": `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: big}
+spec:
+  selector: {matchLabels: {app: big}}
+  template:
+    metadata: {labels: {app: big}}
+    spec:
+      containers: [{name: c, image: big:1, resources: {requests: {memory: 64Gi}}}]
+`},
+		check: func(t *testing.T, s *fleetSim, p *Pass) {
+			if len(p.Unschedulable) != 2 {
+				t.Fatalf("unschedulable %+v", p.Unschedulable)
+			}
+			for _, u := range p.Unschedulable {
+				if !strings.Contains(u.Message, "insufficient memory") {
+					t.Fatalf("%+v", u)
+				}
+			}
+			if p.Summary.Start != 0 || p.Changes() != 0 {
+				t.Fatalf("summary %+v", p.Summary)
+			}
+		},
+	}, {
 		name: "nodeSelector and taints steer placement; a DaemonSet runs where it is eligible",
 		then: map[string]string{
 			"ssd.yaml": deployYAML("ssd", 4, "ssd:1", "      nodeSelector: {disk: ssd}\n"),
