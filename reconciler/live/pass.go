@@ -551,12 +551,16 @@ func (s *state) resolve(p *pod) {
 }
 
 // fail records a pod that cannot be sent. A new pod is left out of its
-// machine's set; a pod that runs there holds the whole set back, since
+// machine's set; a pod of that name that runs there (the pod itself, or
+// the incarnation a Replace would stop) holds the whole set back, since
 // leaving it out would stop it.
 func (s *state) fail(m *machine, p *pod, msg string) {
 	s.pass.Errors = append(s.pass.Errors, s.errorf(p, "%s", msg))
 	p.reason = "not sent, see errors; " + p.reason
-	if p.observed != nil {
+	runs := slices.ContainsFunc(s.observed[p.key()], func(o observedPod) bool {
+		return o.machine == m.name && !o.status.Terminating
+	})
+	if runs {
 		m.held = append(m.held, "pod "+p.key()+" cannot be described")
 	}
 }

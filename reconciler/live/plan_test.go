@@ -255,6 +255,26 @@ spec:
 			}
 		},
 	}, {
+		name:  "a replacement that cannot be resolved keeps the running incarnation",
+		start: map[string]string{"debug.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: debug}\nspec:\n  containers: [{name: sh, image: sh:1}]\n"},
+		then: map[string]string{"debug.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: debug}\nspec:\n  containers:\n  - name: sh\n    image: sh:2\n" +
+			"    env: [{name: K, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]\n"},
+		skip: true,
+		check: func(t *testing.T, s *fleetSim, p *Pass) {
+			held := 0
+			for _, m := range p.Machines {
+				if m.Held != "" {
+					held++
+				}
+			}
+			if held != 1 || p.Changes() != 0 || len(p.Errors) != 1 {
+				t.Fatalf("held %d, %d sends, errors %+v", held, p.Changes(), p.Errors)
+			}
+			if r := s.running(); len(r["default/debug"]) != 1 {
+				t.Fatalf("running %v", r)
+			}
+		},
+	}, {
 		name: "a machine that left the repository is named and told nothing",
 		setup: func(s *fleetSim) {
 			s.machines = append(s.machines, &simMachine{name: "old", reachable: true})

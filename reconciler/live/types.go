@@ -213,7 +213,7 @@ type Error struct {
 	Message string     `json:"message"`
 }
 
-// String is "file:line: Kind ns/name: pod ns/name: message".
+// String is "file:line: Kind ns/name: message" (the message names the pod).
 func (e Error) String() string {
 	s := e.Object + ": " + e.Message
 	if e.Pos.File != "" {
