@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,16 +18,28 @@ import (
 )
 
 const getHelp = `
-Shows what the machines run now, asked of every machine's agent over SSH,
-with kubectl's columns. RESOURCE is pods (po) or machines (machine, mc).
+Shows what the fleet runs, with kubectl's columns.
 
-Machines that cannot be reached are named on stderr, and the command exits 1;
-what the others answered is still shown.
+pods (po) and machines (machine, mc) are asked of every machine's agent over
+SSH, now. Machines that cannot be reached are named on stderr, and the
+command exits 1; what the others answered is still shown.
+
+deployments (deploy), statefulsets (sts), daemonsets (ds), jobs and
+cronjobs (cj) are read from the status branch that berth reconcile writes
+(no SSH: fast, and works in CI): they are as of the last reconcile pass that
+changed something. Labels (-l), CronJob schedules and -o wide's containers
+come from the objects in git at the commit that status is about. AGE is the
+time since the status branch first recorded the object (the oldest status
+commit of the unbroken run holding it; past 1000 status commits it is a
+lower bound), except for a Job, whose AGE is since it started. When that
+status is not Ready, stderr says so.
 
 Examples:
   berth get pods -A
   berth get pods -n shop -l app=web -o wide
   berth get machines -o yaml
+  berth get deploy -A
+  berth get cronjobs -n batch -o json
 `
 
 func runGet(ctx context.Context, e *env, args []string) int {
@@ -37,21 +50,24 @@ func runGet(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
 	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
 	fs.BoolVar(&o.verbose, "v", false, "log connection events to stderr")
-	ns := fs.String("n", "default", "`namespace` of the pods")
-	all := fs.Bool("A", false, "pods of every namespace")
+	statusBranch := fs.String("status-branch", "", "`branch` holding the status, for workloads (default: the Cluster's spec.statusBranch, else berth/status)")
+	ns := fs.String("n", "default", "`namespace` of the pods or workloads")
+	all := fs.Bool("A", false, "every namespace")
 	selector := fs.String("l", "", "label `selector` (app=web,tier!=db)")
 	output := fs.String("o", "", "output `format`: wide, yaml or json (default: a table)")
 	pos, code, stop := parseInterspersed(e, fs, args)
 	if stop {
 		return code
 	}
+	const resources = "pods, machines, deployments, statefulsets, daemonsets, jobs, cronjobs"
 	if len(pos) != 1 {
-		fmt.Fprintln(e.stderr, "berth get: exactly one RESOURCE: pods or machines")
+		fmt.Fprintln(e.stderr, "berth get: exactly one RESOURCE: "+resources)
 		return exitUsage
 	}
 	kind := map[string]string{"pods": "pods", "pod": "pods", "po": "pods", "machines": "machines", "machine": "machines", "mc": "machines"}[pos[0]]
-	if kind == "" {
-		fmt.Fprintf(e.stderr, "berth get: unknown resource %q (pods, machines)\n", pos[0])
+	workloadKind := workloadResources[pos[0]]
+	if kind == "" && workloadKind == "" {
+		fmt.Fprintf(e.stderr, "berth get: unknown resource %q (%s)\n", pos[0], resources)
 		return exitUsage
 	}
 	switch *output {
@@ -69,6 +85,15 @@ func runGet(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "berth get: no fleet repository: give --repo or set BERTH_REPO")
 		return exitUsage
 	}
+	namespace := *ns
+	if *all {
+		namespace = ""
+	}
+	now := time.Now()
+	if workloadKind != "" {
+		so := statusOpts{repo: o.repo, branch: o.branch, statusBranch: *statusBranch, sshKey: o.sshKey, knownHosts: o.knownHosts}
+		return getWorkloads(ctx, e, so, workloadKind, namespace, sel, *output, now)
+	}
 	f, err := loadFleet(ctx, e, o)
 	if err != nil {
 		return fail(e, "get: %v", err)
@@ -82,14 +107,9 @@ func runGet(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "get: %v", err)
 	}
-	now := time.Now()
 	if kind == "machines" {
 		printMachines(e, obs, *output, now)
 	} else {
-		namespace := *ns
-		if *all {
-			namespace = ""
-		}
 		printPods(e, obs, namespace, sel, *output, now)
 	}
 	down := 0
@@ -103,6 +123,29 @@ func runGet(ctx context.Context, e *env, args []string) int {
 		return exitError
 	}
 	return exitOK
+}
+
+// printTable writes a header and rows in columns, aligned as kubectl
+// aligns them.
+func printTable(w io.Writer, header []string, rows [][]string) {
+	printRows(w, append([][]string{header}, rows...))
+}
+
+func printRows(w io.Writer, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// noneFound is kubectl's message for an empty list, on stderr.
+func noneFound(e *env, what, namespace string) {
+	where := "in namespace " + namespace
+	if namespace == "" {
+		where = "in any namespace"
+	}
+	fmt.Fprintf(e.stderr, "No %s found %s.\n", what, where)
 }
 
 // observedPod is a pod as `get pods -o yaml|json` shows it.
@@ -131,24 +174,19 @@ func printPods(e *env, obs []nodefleet.Observation, namespace string, sel labels
 		return
 	}
 	if len(pods) == 0 {
-		where := "in namespace " + namespace
-		if namespace == "" {
-			where = "in any namespace"
-		}
-		fmt.Fprintf(e.stderr, "No pods found %s.\n", where)
+		noneFound(e, "pods", namespace)
 		return
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
-	var cols []string
+	var header []string
 	if namespace == "" {
-		cols = append(cols, "NAMESPACE")
+		header = append(header, "NAMESPACE")
 	}
-	cols = append(cols, "NAME", "READY", "STATUS", "RESTARTS", "AGE")
+	header = append(header, "NAME", "READY", "STATUS", "RESTARTS", "AGE")
 	if output == "wide" {
-		cols = append(cols, "IP", "MACHINE")
+		header = append(header, "IP", "MACHINE")
 	}
-	fmt.Fprintln(tw, strings.Join(cols, "\t"))
-	for _, p := range pods {
+	rows := make([][]string, len(pods))
+	for i, p := range pods {
 		var row []string
 		if namespace == "" {
 			row = append(row, p.Namespace)
@@ -172,9 +210,9 @@ func printPods(e *env, obs []nodefleet.Observation, namespace string, sel labels
 			}
 			row = append(row, ip, p.Machine)
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		rows[i] = row
 	}
-	tw.Flush()
+	printTable(e.stdout, header, rows)
 }
 
 // podStatusText is kubectl's STATUS column: the pod's reason, or the
@@ -240,13 +278,12 @@ func printMachines(e *env, obs []nodefleet.Observation, output string, now time.
 		printObjects(e, out, output)
 		return
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
-	cols := "NAME\tSTATUS\tAGE\tVERSION"
+	header := []string{"NAME", "STATUS", "AGE", "VERSION"}
 	if output == "wide" {
-		cols += "\tPODS\tCPU\tMEMORY\tKERNEL-VERSION\tCONTAINER-RUNTIME"
+		header = append(header, "PODS", "CPU", "MEMORY", "KERNEL-VERSION", "CONTAINER-RUNTIME")
 	}
-	fmt.Fprintln(tw, cols)
-	for _, o := range obs {
+	rows := make([][]string, len(obs))
+	for i, o := range obs {
 		status, age, version := "Unreachable", "<unknown>", "<unknown>"
 		n := o.Node
 		if o.Reachable {
@@ -255,18 +292,18 @@ func printMachines(e *env, obs []nodefleet.Observation, output string, now time.
 				status = "NotReady"
 			}
 		}
-		row := fmt.Sprintf("%s\t%s\t%s\t%s", o.Machine, status, age, version)
+		row := []string{o.Machine, status, age, version}
 		if output == "wide" {
 			if o.Reachable {
 				cpu, mem := n.Capacity["cpu"], n.Capacity["memory"]
-				row += fmt.Sprintf("\t%d\t%s\t%s\t%s\t%s", n.Pods, cpu.String(), gib(mem), n.KernelVersion, n.ContainerdVersion)
+				row = append(row, fmt.Sprint(n.Pods), cpu.String(), gib(mem), n.KernelVersion, n.ContainerdVersion)
 			} else {
-				row += "\t-\t-\t-\t-\t-"
+				row = append(row, "-", "-", "-", "-", "-")
 			}
 		}
-		fmt.Fprintln(tw, row)
+		rows[i] = row
 	}
-	tw.Flush()
+	printTable(e.stdout, header, rows)
 }
 
 func printObjects(e *env, v any, output string) {
