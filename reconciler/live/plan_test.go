@@ -48,6 +48,23 @@ spec:
 `, name, replicas, name, name, podSpec, image)
 }
 
+// daemonSetYAML is a DaemonSet whose one container is named app; podSpec is
+// spliced into the pod spec, and container fields may follow.
+func daemonSetYAML(name, image, podSpec string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: %s}
+spec:
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %s}}
+    spec:
+%s      containers:
+      - name: app
+        image: %s
+`, name, name, name, podSpec, image)
+}
+
 // repo is a repository of the three machines above plus files.
 func repo(files map[string]string) fstest.MapFS {
 	fsys := fstest.MapFS{"machines.yaml": {Data: []byte(machinesYAML)}}
@@ -114,16 +131,7 @@ func TestPass(t *testing.T) {
 		},
 	}, {
 		name: "a pod fixed to its machine is admitted there first, or refused with the reason and not sent",
-		then: map[string]string{"ds.yaml": `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: big}
-spec:
-  selector: {matchLabels: {app: big}}
-  template:
-    metadata: {labels: {app: big}}
-    spec:
-      containers: [{name: c, image: big:1, resources: {requests: {memory: 64Gi}}}]
-`},
+		then: map[string]string{"ds.yaml": daemonSetYAML("big", "big:1", "") + "        resources: {requests: {memory: 64Gi}}\n"},
 		check: func(t *testing.T, s *fleetSim, p *Pass) {
 			if len(p.Unschedulable) != 2 {
 				t.Fatalf("unschedulable %+v", p.Unschedulable)
@@ -141,18 +149,8 @@ spec:
 		name: "nodeSelector and taints steer placement; a DaemonSet runs where it is eligible",
 		then: map[string]string{
 			"ssd.yaml": deployYAML("ssd", 4, "ssd:1", "      nodeSelector: {disk: ssd}\n"),
-			"ds.yaml": `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: gpu}
-spec:
-  selector: {matchLabels: {app: gpu}}
-  template:
-    metadata: {labels: {app: gpu}}
-    spec:
-      tolerations: [{key: dedicated, operator: Exists}]
-      nodeSelector: {kubernetes.io/hostname: m3}
-      containers: [{name: c, image: gpu:1}]
-`},
+			"ds.yaml":  daemonSetYAML("gpu", "gpu:1", "      tolerations: [{key: dedicated, operator: Exists}]\n      nodeSelector: {kubernetes.io/hostname: m3}\n"),
+		},
 		check: func(t *testing.T, s *fleetSim, p *Pass) {
 			for _, a := range p.Pods {
 				if strings.HasPrefix(a.Name, "ssd-") && a.Machine == "m3" {

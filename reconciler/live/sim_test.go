@@ -295,17 +295,7 @@ spec:
     spec:
       containers: [{name: db, image: "db:` + tag + `"}]
 `,
-		"ds.yaml": `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: logs}
-spec:
-  selector: {matchLabels: {app: logs}}
-  template:
-    metadata: {labels: {app: logs}}
-    spec:
-      tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]
-      containers: [{name: logs, image: "logs:` + tag + `"}]
-`,
+		"ds.yaml": daemonSetYAML("logs", "logs:"+tag, "      tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]\n"),
 		"debug.yaml": `apiVersion: v1
 kind: Pod
 metadata: {name: debug}
@@ -358,16 +348,7 @@ func TestMixedWorkloadsRollTogether(t *testing.T) {
 // TestDaemonSetSkipsUntoleratedTaint: without a toleration, a DaemonSet
 // leaves out the tainted machine (the scheduler's filters decide).
 func TestDaemonSetSkipsUntoleratedTaint(t *testing.T) {
-	s := newFleetSim(t, load(t, repo(map[string]string{"ds.yaml": `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: logs}
-spec:
-  selector: {matchLabels: {app: logs}}
-  template:
-    metadata: {labels: {app: logs}}
-    spec:
-      containers: [{name: logs, image: "logs:1"}]
-`})))
+	s := newFleetSim(t, load(t, repo(map[string]string{"ds.yaml": daemonSetYAML("logs", "logs:1", "")})))
 	s.converge(20, nil)
 	var on []string
 	for _, m := range s.machines {
