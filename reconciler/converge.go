@@ -73,21 +73,10 @@ func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live
 	res := &Result{}
 	last := map[string]*api.DesiredPods{}
 	for {
-		obs, err := c.Machines.Observe(ctx)
-		if err != nil {
-			return res, fmt.Errorf("observe the fleet: %w", err)
+		if err := c.step(ctx, desired, &memory, last, res, now(), log); err != nil {
+			return res, err
 		}
-		p, err := live.Plan(live.Input{Desired: desired, Observed: obs, Memory: memory, Last: last, Now: now()}, c.Options)
-		if err != nil {
-			return res, fmt.Errorf("plan: %w", err)
-		}
-		res.Pass, res.Observed, res.SendErrors = p, obs, nil
-		res.Passes++
-		memory = p.Memory
-		res.SendErrors = c.send(ctx, p, last, log)
-		if c.Progress != nil {
-			c.Progress(p)
-		}
+		p := res.Pass
 		if p.Converged && len(res.SendErrors) == 0 {
 			return res, nil
 		}
@@ -101,6 +90,27 @@ func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live
 		case <-time.After(wait):
 		}
 	}
+}
+
+// step is one pass: observe, plan from *memory, send; res and *memory
+// take its outcome, last the sets sent.
+func (c *Converge) step(ctx context.Context, desired *render.Desired, memory *live.Memory, last map[string]*api.DesiredPods, res *Result, now time.Time, log *slog.Logger) error {
+	obs, err := c.Machines.Observe(ctx)
+	if err != nil {
+		return fmt.Errorf("observe the fleet: %w", err)
+	}
+	p, err := live.Plan(live.Input{Desired: desired, Observed: obs, Memory: *memory, Last: last, Now: now}, c.Options)
+	if err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	res.Pass, res.Observed = p, obs
+	res.Passes++
+	*memory = p.Memory
+	res.SendErrors = c.send(ctx, p, last, log)
+	if c.Progress != nil {
+		c.Progress(p)
+	}
+	return nil
 }
 
 // send hands every machine that has a new set its set, all at once.
