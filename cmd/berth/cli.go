@@ -61,7 +61,9 @@ func commands() []command {
 		{"machines", "install and inspect the agent on the fleet's machines over SSH (bootstrap, status, uninstall)", runMachines},
 		{"plan", "show what a commit would change", runPlan},
 		{"reconcile", "apply the branch to the machines until converged, and write status (reconcile --once)", runReconcile},
+		{"status", "show what the last reconcile did, from the status branch (exit 0 when Ready)", runStatus},
 		{"validate", "check manifests for errors, offline (for pre-commit hooks and CI lint)", runValidate},
+		{"serve", "follow the branch: every push rolled out, status written (commit-to-deploy)", runServe},
 		{"version", "print berth's version", runVersion},
 	}
 }

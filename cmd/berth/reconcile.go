@@ -173,39 +173,64 @@ type reconcileRun struct {
 }
 
 func (r *reconcileRun) finish(ctx context.Context, in status.Input, output string) *status.Status {
-	st, err := status.Build(in)
-	if err != nil {
-		fmt.Fprintf(r.e.stderr, "berth: reconcile: status: %v\n", err)
-		return &status.Status{}
-	}
+	sink := &statusSink{repo: r.repo, watched: r.watched, branch: r.statusBranch}
 	if !r.write {
-		return st
-	}
-	author := gitsource.Signature{Name: "berth", Email: "berth@localhost", When: time.Now()}
-	hash, changed, err := r.repo.WriteStatus(ctx, gitsource.Status{Branch: r.statusBranch, Protected: r.watched, Files: st.Files, Message: st.Message, Author: author})
-	if err != nil {
-		fmt.Fprintf(r.e.stderr, "berth: reconcile: write status to %s: %v\n", r.statusBranch, err)
-		return st
-	}
-	if _, err := r.repo.AddNote(ctx, gitsource.DefaultNotesRef, r.commit, st.Note, author); err != nil {
-		fmt.Fprintf(r.e.stderr, "berth: reconcile: note on %s: %v\n", short(r.commit), err)
-	}
-	if gitsource.IsURL(r.repo.Remote()) {
-		err := r.repo.Push(ctx, gitsource.PushOptions{URL: r.repo.Remote(), Refs: []string{"refs/heads/" + r.statusBranch, gitsource.DefaultNotesRef}}, func(ctx context.Context) error {
-			_, _, err := r.repo.WriteStatus(ctx, gitsource.Status{Branch: r.statusBranch, Protected: r.watched, Files: st.Files, Message: st.Message, Author: author})
-			if err == nil {
-				_, err = r.repo.AddNote(ctx, gitsource.DefaultNotesRef, r.commit, st.Note, author)
-			}
-			return err
-		})
+		st, err := status.Build(in)
 		if err != nil {
-			fmt.Fprintf(r.e.stderr, "berth: reconcile: push status: %v\n", err)
+			fmt.Fprintf(r.e.stderr, "berth: reconcile: status: %v\n", err)
+			return &status.Status{}
 		}
+		return st
+	}
+	st, hash, changed, err := sink.write(ctx, in)
+	if st == nil {
+		st = &status.Status{}
+	}
+	if err != nil {
+		fmt.Fprintf(r.e.stderr, "berth: reconcile: %v\n", err)
 	}
 	if changed && output == "text" {
 		fmt.Fprintf(r.e.stderr, "status: %s on %s (%s)\n", st.Message, r.statusBranch, short(hash))
 	}
 	return st
+}
+
+// statusSink writes status to a branch of the fleet repository, and a
+// note on the source commit, and pushes both when the repository is remote.
+type statusSink struct {
+	repo            *gitsource.Repo
+	watched, branch string
+}
+
+func (s *statusSink) write(ctx context.Context, in status.Input) (st *status.Status, hash string, changed bool, err error) {
+	st, err = status.Build(in)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("status: %w", err)
+	}
+	author := gitsource.Signature{Name: "berth", Email: "berth@localhost", When: time.Now()}
+	commitStatus := func(ctx context.Context) error {
+		var err error
+		hash, changed, err = s.repo.WriteStatus(ctx, gitsource.Status{Branch: s.branch, Protected: s.watched, Files: st.Files, Message: st.Message, Author: author})
+		if err != nil {
+			return fmt.Errorf("write status to %s: %w", s.branch, err)
+		}
+		if changed || st.Summary.Outcome != status.Progressing {
+			if _, err := s.repo.AddNote(ctx, gitsource.DefaultNotesRef, in.Commit, st.Note, author); err != nil {
+				return fmt.Errorf("note on %s: %w", short(in.Commit), err)
+			}
+		}
+		return nil
+	}
+	if err := commitStatus(ctx); err != nil {
+		return st, "", false, err
+	}
+	if changed && gitsource.IsURL(s.repo.Remote()) {
+		err := s.repo.Push(ctx, gitsource.PushOptions{URL: s.repo.Remote(), Refs: []string{"refs/heads/" + s.branch, gitsource.DefaultNotesRef}}, commitStatus)
+		if err != nil {
+			return st, hash, changed, fmt.Errorf("push status: %w", err)
+		}
+	}
+	return st, hash, changed, nil
 }
 
 // readMemory reads the controller's memory, and the commit its status is
