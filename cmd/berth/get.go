@@ -32,7 +32,9 @@ come from the objects in git at the commit that status is about. AGE is the
 time since the status branch first recorded the object (the oldest status
 commit of the unbroken run holding it; past 1000 status commits it is a
 lower bound), except for a Job, whose AGE is since it started. When that
-status is not Ready, stderr says so.
+status is Progressing, stderr says so; when its commit could not be applied,
+the workloads shown are those of the last commit that was (it still runs),
+and stderr says so.
 
 Examples:
   berth get pods -A

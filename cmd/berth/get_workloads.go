@@ -19,6 +19,7 @@ import (
 
 	"berth.dev/berth/gitsource"
 	"berth.dev/berth/reconciler"
+	"berth.dev/berth/reconciler/status"
 	"berth.dev/berth/reconciler/workload"
 	"berth.dev/berth/render"
 )
@@ -65,6 +66,20 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 	if err != nil {
 		return fail(e, "get: %v", err)
 	}
+	if st.summary.Outcome == status.Failed {
+		// A commit that could not be applied has no workloads in its
+		// status; the last one that applied still runs.
+		failed := st.summary.Commit
+		found, err := lastApplied(ctx, repo, st)
+		if err != nil {
+			return fail(e, "get: %v", err)
+		}
+		if found {
+			fmt.Fprintf(e.stderr, "berth: %s could not be applied (berth status says why); showing %s, the last commit that was\n", short(failed), short(st.summary.Commit))
+		} else {
+			fmt.Fprintf(e.stderr, "berth: %s could not be applied, nor any commit before it (berth status says why)\n", short(failed))
+		}
+	}
 	items, err := readWorkloads(st.snap.FS, kind, namespace)
 	if err != nil {
 		return fail(e, "get: read %s: %v", st.branch, err)
@@ -93,7 +108,7 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 	for i := range items {
 		items[i].FirstRecorded = first[paths[i]]
 	}
-	if st.summary.Outcome != "Ready" {
+	if st.summary.Outcome == status.Progressing {
 		fmt.Fprintf(e.stderr, "berth: status of %s on %s: %s (berth status says more)\n", short(st.summary.Commit), st.branch, st.summary.Outcome)
 	}
 	switch output {
@@ -108,6 +123,32 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 		printTable(e.stdout, header, rows)
 	}
 	return exitOK
+}
+
+// lastApplied moves st back along the status branch to the newest status
+// commit whose outcome is not Failed; false when there is none within
+// historyLimit commits (st is then unchanged).
+func lastApplied(ctx context.Context, repo *gitsource.Repo, st *statusView) (bool, error) {
+	rev := st.head.Hash
+	for range historyLimit {
+		snap, err := repo.Snapshot(ctx, rev+"^")
+		if errors.Is(err, gitsource.ErrUnknownRevision) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("status history: %w", err)
+		}
+		sum, err := readSummary(snap)
+		if err != nil {
+			return false, fmt.Errorf("status history: %w", err)
+		}
+		if sum.Outcome != status.Failed {
+			st.snap, st.head, st.summary = snap, snap.Commit, sum
+			return true, nil
+		}
+		rev = snap.Commit.Hash
+	}
+	return false, nil
 }
 
 // objectFile is where the status branch keeps an object's status.

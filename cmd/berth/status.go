@@ -147,14 +147,23 @@ func loadStatus(ctx context.Context, e *env, repo *gitsource.Repo, o statusOpts)
 		return nil, fmt.Errorf("read status branch %s: %w", v.branch, err)
 	}
 	v.snap, v.head = snap, snap.Commit
-	b, err := fs.ReadFile(snap.FS, "summary.yaml")
-	if err != nil {
+	if v.summary, err = readSummary(snap); err != nil {
 		return nil, fmt.Errorf("read status branch %s: %w", v.branch, err)
 	}
-	if err := unmarshalYAML(b, &v.summary); err != nil {
-		return nil, fmt.Errorf("read %s:summary.yaml: %w", v.branch, err)
-	}
 	return v, nil
+}
+
+// readSummary reads summary.yaml of a status commit.
+func readSummary(snap *gitsource.Snapshot) (status.Summary, error) {
+	var s status.Summary
+	b, err := fs.ReadFile(snap.FS, "summary.yaml")
+	if err != nil {
+		return s, err
+	}
+	if err := unmarshalYAML(b, &s); err != nil {
+		return s, fmt.Errorf("summary.yaml of %s: %w", snap.Commit.Short, err)
+	}
+	return s, nil
 }
 
 // unmarshalYAML reads YAML written with JSON field names (as the status

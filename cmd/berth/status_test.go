@@ -299,6 +299,21 @@ func TestStatusBranchCommands(t *testing.T) {
 	if code != exitOK || !strings.Contains(errOut, "Progressing") || !strings.Contains(out, "0/3") {
 		t.Errorf("get deploy when Progressing: code %d, stdout %s, stderr %s", code, out, errOut)
 	}
+
+	// The next commit is broken: its status has no workloads; get shows
+	// those of the commit still running, and says so.
+	writeStatus(t, repo.Path(), status.Input{Commit: next, Problems: []string{"README.md:1: not a manifest"}, Running: source}, now)
+	code, out, errOut = berth(t, env, "get", "deploy")
+	wantErr := "berth: " + short(next) + " could not be applied (berth status says why); showing " + short(source) + ", the last commit that was\n"
+	if code != exitOK || !strings.HasPrefix(errOut, wantErr) || !equalRows(fields(out), [][]string{{"NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"}, {"echo", "0/3", "3", "0", "5d"}}) {
+		t.Errorf("get deploy when Failed: code %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+	}
+	code, out, _ = berth(t, env, "status")
+	for _, want := range []string{"Outcome:   Failed", "Running:   " + source, "Problems:\n  README.md:1: not a manifest"} {
+		if code != exitError || !strings.Contains(out, want) {
+			t.Errorf("status when Failed: code %d, lacks %q:\n%s", code, want, out)
+		}
+	}
 }
 
 func equalRows(a, b [][]string) bool {
