@@ -284,8 +284,21 @@ func firstRecorded(ctx context.Context, repo *gitsource.Repo, head gitsource.Com
 		if err != nil {
 			return nil, fmt.Errorf("status history: %w", err)
 		}
+		// Listing a directory reads trees only; Stat would read each
+		// blob's header for its size.
+		listed := map[string]map[string]bool{}
 		for p := range pending {
-			if _, err := fs.Stat(snap.FS, p); err != nil {
+			dir, name := path.Split(p)
+			names, ok := listed[dir]
+			if !ok {
+				names = map[string]bool{}
+				entries, _ := fs.ReadDir(snap.FS, path.Clean(dir)) // missing: none
+				for _, d := range entries {
+					names[d.Name()] = true
+				}
+				listed[dir] = names
+			}
+			if !names[name] {
 				delete(pending, p)
 				continue
 			}

@@ -89,7 +89,7 @@ spec:
 `
 
 // fleetRepo commits examples/quickstart and batch on main.
-func fleetRepo(t *testing.T) (*gittest.Repo, string) {
+func fleetRepo(t testing.TB) (*gittest.Repo, string) {
 	t.Helper()
 	files := map[string]string{"batch.yaml": batch}
 	for _, name := range []string{"app.yaml", "cluster.yaml", "machines.yaml"} {
@@ -104,7 +104,7 @@ func fleetRepo(t *testing.T) (*gittest.Repo, string) {
 }
 
 // writeStatus writes the status of in as a status commit made at when.
-func writeStatus(t *testing.T, path string, in status.Input, when time.Time) {
+func writeStatus(t testing.TB, path string, in status.Input, when time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := status.Build(in)
