@@ -57,20 +57,16 @@ type workloadItem struct {
 
 // getWorkloads lists the workloads of one kind from the status branch.
 func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace string, sel labels.Selector, output string, now time.Time) int {
-	repo, err := gitsource.OpenOrClone(ctx, o.repo, gitsource.CloneOptions{SSHKeyPath: o.sshKey, KnownHosts: o.knownHosts})
+	st, err := openStatus(ctx, e, o)
 	if err != nil {
 		return fail(e, "get: %v", err)
 	}
-	defer repo.Close()
-	st, err := loadStatus(ctx, e, repo, o)
-	if err != nil {
-		return fail(e, "get: %v", err)
-	}
+	defer st.Close()
 	if st.summary.Outcome == status.Failed {
 		// A commit that could not be applied has no workloads in its
 		// status; the last one that applied still runs.
 		failed := st.summary.Commit
-		found, err := lastApplied(ctx, repo, st)
+		found, err := lastApplied(ctx, st)
 		if err != nil {
 			return fail(e, "get: %v", err)
 		}
@@ -87,7 +83,7 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 	if st.summary.Commit != st.source.Commit || st.source.Desired == nil {
 		// The objects as of the commit the status is about, not as
 		// --branch has them now.
-		rev, err := reconciler.LoadRevision(ctx, repo, st.summary.Commit, reconciler.OfflineOptions{}, nil)
+		rev, err := reconciler.LoadRevision(ctx, st.fleet, st.summary.Commit, reconciler.OfflineOptions{}, nil)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "berth: warning: read %s, which the status is about: %v\n", short(st.summary.Commit), err)
 		}
@@ -101,7 +97,7 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 	for i, it := range items {
 		paths[i] = objectFile(it.Kind, it.Namespace, it.Name)
 	}
-	first, err := firstRecorded(ctx, repo, st.head, paths, historyLimit)
+	first, err := firstRecorded(ctx, st.store, st.head, paths, historyLimit)
 	if err != nil {
 		return fail(e, "get: %v", err)
 	}
@@ -128,10 +124,10 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 // lastApplied moves st back along the status branch to the newest status
 // commit whose outcome is not Failed; false when there is none within
 // historyLimit commits (st is then unchanged).
-func lastApplied(ctx context.Context, repo *gitsource.Repo, st *statusView) (bool, error) {
+func lastApplied(ctx context.Context, st *statusView) (bool, error) {
 	rev := st.head.Hash
 	for range historyLimit {
-		snap, err := repo.Snapshot(ctx, rev+"^")
+		snap, err := st.store.Snapshot(ctx, rev+"^")
 		if errors.Is(err, gitsource.ErrUnknownRevision) {
 			return false, nil
 		}

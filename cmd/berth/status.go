@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -58,15 +59,11 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "berth status: no fleet repository: give --repo or set BERTH_REPO")
 		return exitUsage
 	}
-	repo, err := gitsource.OpenOrClone(ctx, o.repo, gitsource.CloneOptions{SSHKeyPath: o.sshKey, KnownHosts: o.knownHosts})
+	st, err := openStatus(ctx, e, o)
 	if err != nil {
 		return fail(e, "status: %v", err)
 	}
-	defer repo.Close()
-	st, err := loadStatus(ctx, e, repo, o)
-	if err != nil {
-		return fail(e, "status: %v", err)
-	}
+	defer st.Close()
 	report := statusReport{
 		StatusBranch: st.branch,
 		StatusCommit: st.head.Hash,
@@ -75,7 +72,7 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 		Summary:      st.summary,
 	}
 	report.Reconciled = st.source.Commit == "" || st.source.Commit == st.summary.Commit
-	report.History, err = statusHistory(ctx, repo, st.head.Hash, 5)
+	report.History, err = statusHistory(ctx, st.store, st.head.Hash, 5)
 	if err != nil {
 		return fail(e, "status: %v", err)
 	}
@@ -109,6 +106,11 @@ func (o *statusOpts) register(e *env, fs *flag.FlagSet) {
 
 // statusView is the status branch's newest commit, read.
 type statusView struct {
+	// fleet reads the fleet's files: a sub-folder of a worktree when
+	// --repo names one. store reads the status branch, whose files are
+	// at the repository's root; it is fleet when that is the root.
+	fleet, store *gitsource.Repo
+
 	branch  string
 	head    gitsource.Commit
 	snap    *gitsource.Snapshot
@@ -121,11 +123,46 @@ type statusView struct {
 // errNoStatus: the status branch does not exist yet.
 var errNoStatus = errors.New("no status yet")
 
-// loadStatus finds the status branch (flag, Cluster, default) and reads
-// its summary.
-func loadStatus(ctx context.Context, e *env, repo *gitsource.Repo, o statusOpts) (*statusView, error) {
+// openStatus opens the fleet repository and reads its status; the caller
+// closes the view.
+func openStatus(ctx context.Context, e *env, o statusOpts) (*statusView, error) {
 	v := &statusView{branch: o.statusBranch}
-	rev, err := reconciler.LoadRevision(ctx, repo, o.branch, reconciler.OfflineOptions{}, nil)
+	var err error
+	v.fleet, err = gitsource.OpenOrClone(ctx, o.repo, gitsource.CloneOptions{SSHKeyPath: o.sshKey, KnownHosts: o.knownHosts})
+	if err != nil {
+		return nil, err
+	}
+	v.store = v.fleet
+	if sub := v.fleet.Subdir(); sub != "." {
+		root, ok := strings.CutSuffix(filepath.Clean(v.fleet.Path()), filepath.FromSlash(sub))
+		if !ok || (root != "" && !strings.HasSuffix(root, string(filepath.Separator))) {
+			v.fleet.Close()
+			return nil, fmt.Errorf("open the root of the repository holding %s: cannot tell it from %s", sub, v.fleet.Path())
+		}
+		if v.store, err = gitsource.Open(ctx, filepath.Clean(root+".")); err != nil {
+			v.fleet.Close()
+			return nil, err
+		}
+	}
+	if err := v.load(ctx, e, o); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// Close closes the repositories.
+func (v *statusView) Close() {
+	if v.store != v.fleet {
+		v.store.Close()
+	}
+	v.fleet.Close()
+}
+
+// load finds the status branch (flag, Cluster, default) and reads its
+// summary.
+func (v *statusView) load(ctx context.Context, e *env, o statusOpts) error {
+	rev, err := reconciler.LoadRevision(ctx, v.fleet, o.branch, reconciler.OfflineOptions{}, nil)
 	if err != nil {
 		// A broken fleet is when status matters most: go on with the
 		// default branch, but say why the Cluster was not read.
@@ -139,18 +176,18 @@ func loadStatus(ctx context.Context, e *env, repo *gitsource.Repo, o statusOpts)
 	if v.branch == "" {
 		v.branch = gitsource.DefaultStatusBranch
 	}
-	snap, err := repo.Snapshot(ctx, v.branch)
+	snap, err := v.store.Snapshot(ctx, v.branch)
 	if errors.Is(err, gitsource.ErrUnknownRevision) {
-		return nil, fmt.Errorf("%w on %s: run berth reconcile --once", errNoStatus, v.branch)
+		return fmt.Errorf("%w on %s: run berth reconcile --once", errNoStatus, v.branch)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read status branch %s: %w", v.branch, err)
+		return fmt.Errorf("read status branch %s: %w", v.branch, err)
 	}
 	v.snap, v.head = snap, snap.Commit
 	if v.summary, err = readSummary(snap); err != nil {
-		return nil, fmt.Errorf("read status branch %s: %w", v.branch, err)
+		return fmt.Errorf("read status branch %s: %w", v.branch, err)
 	}
-	return v, nil
+	return nil
 }
 
 // readSummary reads summary.yaml of a status commit.

@@ -343,3 +343,23 @@ func TestStatusUsage(t *testing.T) {
 		t.Errorf("get replicasets: code %d, stderr %s", code, errOut)
 	}
 }
+
+// A fleet in a sub-folder of a monorepo: the status branch's files are at
+// the repository's root, not under the sub-folder.
+func TestStatusOfSubfolder(t *testing.T) {
+	repo := gittest.New(t)
+	source := repo.Commit(map[string]string{"fleet/app.yaml": deployment("nginx:1.27"), "README.md": "monorepo\n"}, "fleet")
+	p := &live.Pass{Converged: true, Workloads: []live.WorkloadStatus{{Owner: workload.Owner{Kind: "Deployment", Namespace: "default", Name: "web"},
+		Status: workload.Status{Replicas: 3, ReadyReplicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}}}}
+	writeStatus(t, repo.Path(), status.Input{Commit: source, Pass: p}, time.Now().Add(-time.Hour))
+
+	for _, dir := range []string{filepath.Join(repo.Path(), "fleet"), filepath.Join(repo.Path(), "fleet") + "/"} {
+		code, out, errOut := berth(t, nil, "get", "deploy", "--repo", dir)
+		if code != exitOK || errOut != "" || !equalRows(fields(out), [][]string{{"NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"}, {"web", "3/3", "3", "3", "60m"}}) {
+			t.Errorf("get deploy --repo %s: code %d, stdout:\n%s\nstderr: %s", dir, code, out, errOut)
+		}
+		if code, out, errOut := berth(t, nil, "status", "--repo", dir); code != exitOK || !strings.Contains(out, "Outcome:   Ready") {
+			t.Errorf("status --repo %s: code %d, stdout:\n%s\nstderr: %s", dir, code, out, errOut)
+		}
+	}
+}
