@@ -308,6 +308,11 @@ func TestStatusBranchCommands(t *testing.T) {
 	if code != exitOK || !strings.HasPrefix(errOut, wantErr) || !equalRows(fields(out), [][]string{{"NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"}, {"echo", "0/3", "3", "0", "5d"}}) {
 		t.Errorf("get deploy when Failed: code %d, stdout:\n%s\nstderr: %s", code, out, errOut)
 	}
+	// The same from a clone: a URL's repository is cloned with every branch.
+	code, out, errOut = berth(t, nil, "get", "deploy", "--repo", repo.URL())
+	if code != exitOK || !strings.HasPrefix(errOut, wantErr) || !strings.Contains(out, "0/3") {
+		t.Errorf("get deploy from a clone: code %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+	}
 	code, out, _ = berth(t, env, "status")
 	for _, want := range []string{"Outcome:   Failed", "Running:   " + source, "Problems:\n  README.md:1: not a manifest"} {
 		if code != exitError || !strings.Contains(out, want) {
