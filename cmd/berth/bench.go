@@ -43,12 +43,15 @@ Examples:
 `
 
 func runBench(ctx context.Context, e *env, args []string) int {
+	if len(args) > 0 && args[0] == "push" {
+		return runBenchPush(ctx, e, args[1:])
+	}
 	if len(args) == 0 || args[0] != "agent" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintf(e.stdout, "Usage: berth bench agent [flags]\n%s", benchHelp)
+			fmt.Fprintf(e.stdout, "Usage: berth bench agent|push [flags]\n%s%s", benchHelp, benchPushHelp)
 			return exitOK
 		}
-		fmt.Fprintf(e.stderr, "Usage: berth bench agent [flags]\n%s", benchHelp)
+		fmt.Fprintf(e.stderr, "Usage: berth bench agent|push [flags]\n%s%s", benchHelp, benchPushHelp)
 		return exitUsage
 	}
 	fs := newFlags(e, "bench agent", "[flags]", benchHelp)
