@@ -31,8 +31,27 @@ The status branch is --status-branch, else the Cluster's spec.statusBranch at
 --branch, else berth/status. When --branch has moved past the commit the
 status is about, the output says so: that commit is not reconciled yet.
 
+When the newest commit could not be applied (Failed), Running names the last
+commit that was, which the machines still run.
+
 Exit status: 0 when the outcome is Ready; 1 when it is not, or there is no
 status yet; 64 usage.
+
+Output (text):
+  Commit:    3f2a1c9e...
+  Outcome:   Progressing
+  Pods:      5/6 ready
+  Machines:  2/3 reachable
+
+  Not converged:
+    Deployment shop/web: rolling update: 2 of 3 updated, waiting for readiness
+
+  Unreachable machines:
+    lab3: ssh: connect to 198.18.0.13:22: connection refused
+
+  Status commits on berth/status:
+    9b1c2d3   2m ago    status: 3f2a1c9 Progressing - 5/6 pods ready
+    77aa010   3h5m ago  status: 0c4f7e2 Ready - 6/6 pods ready
 
 Examples:
   berth status
@@ -45,6 +64,7 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 	var o statusOpts
 	o.register(e, fs)
 	output := fs.String("o", "text", "output `format`: text or json")
+	fs.StringVar(output, "output", "text", "same as -o")
 	if code, stop := parse(e, fs, args); stop {
 		return code
 	}
