@@ -103,7 +103,7 @@ type probeWorker struct {
 // still bounds a startup exactly as in Kubernetes.
 const (
 	eagerFirst = 25 * time.Millisecond
-	eagerMax   = 400 * time.Millisecond
+	eagerMax   = 100 * time.Millisecond
 )
 
 // eagerNext is the delay of the next early retry of w after a failure at
