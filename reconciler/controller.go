@@ -94,7 +94,9 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 					}
 				}
 				log.Warn("commit does not apply; the last good one keeps running", "commit", pending, "running", current, "problems", len(problems))
-				c.writeStatus(ctx, status.Input{Commit: pending, Problems: problems, Running: current}, log)
+				// The running commit's last pass and the memory stay in
+				// the status beside the failure.
+				c.writeStatus(ctx, status.Input{Commit: pending, Problems: problems, Running: current, Pass: res.Pass, Observed: res.Observed, Memory: &memory}, log)
 				failed = pending
 				pending = ""
 				if desired == nil && running != "" && running != failed {
@@ -118,7 +120,7 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 				}
 				if errors.Is(err, live.ErrEmptyRender) {
 					// Refused as a whole, like a commit that does not render.
-					c.writeStatus(ctx, status.Input{Commit: current, Problems: []string{err.Error()}}, log)
+					c.writeStatus(ctx, status.Input{Commit: current, Problems: []string{err.Error()}, Running: "", Memory: &memory}, log)
 					failed, desired = current, nil
 					continue
 				}

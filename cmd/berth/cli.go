@@ -56,7 +56,7 @@ func commands() []command {
 	return []command{
 		{"agent", "run the node agent (on each machine; bootstrap starts it)", runAgent},
 		{"bench", "measure the agent against podman on this machine (bench agent)", runBench},
-		{"get", "show the pods and machines the fleet runs now, with kubectl's columns", runGet},
+		{"get", "show pods, machines and workloads, with kubectl's columns", runGet},
 		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
 		{"machines", "install and inspect the agent on the fleet's machines over SSH (bootstrap, status, uninstall)", runMachines},
 		{"plan", "show what a commit would change", runPlan},

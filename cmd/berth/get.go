@@ -47,10 +47,7 @@ Examples:
 func runGet(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "get", "RESOURCE [flags]", getHelp)
 	var o machinesOpts
-	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
-	fs.StringVar(&o.branch, "branch", "main", "`branch` (or revision) of the fleet repository")
-	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
-	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fleetFlags(fs, e, &o, "`branch` (or revision) of the fleet repository")
 	fs.BoolVar(&o.verbose, "v", false, "log connection events to stderr")
 	statusBranch := fs.String("status-branch", "", "`branch` holding the status, for workloads (default: the Cluster's spec.statusBranch, else berth/status)")
 	ns := fs.String("n", "default", "`namespace` of the pods or workloads")

@@ -49,10 +49,7 @@ const defaultImportParallel = 4
 func runImportImage(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "machines import-image", "[flags] FILE [NAME...]", importImageHelp)
 	var o machinesOpts
-	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
-	fs.StringVar(&o.branch, "branch", "main", "`branch` (or revision) of the fleet repository")
-	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
-	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fleetFlags(fs, e, &o, "`branch` (or revision) of the fleet repository")
 	fs.BoolVar(&o.acceptNew, "accept-new-host-keys", false, "accept host keys no pin or known host vouches for, and record them in --known-hosts")
 	fs.BoolVar(&o.verbose, "v", false, "log every step and connection event to stderr (default: warnings only)")
 	parallel := fs.Int("parallel", defaultImportParallel, "how many `machines` receive the archive at once")

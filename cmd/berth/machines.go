@@ -90,10 +90,7 @@ func runMachines(ctx context.Context, e *env, args []string) int {
 	}
 	fs := newFlags(e, "machines "+sub, synopsis[sub], machinesHelp)
 	var o machinesOpts
-	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
-	fs.StringVar(&o.branch, "branch", "main", "`branch` (or revision) of the fleet repository")
-	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
-	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fleetFlags(fs, e, &o, "`branch` (or revision) of the fleet repository")
 	fs.BoolVar(&o.acceptNew, "accept-new-host-keys", false, "accept host keys no pin or known host vouches for, and record them in --known-hosts")
 	fs.BoolVar(&o.verbose, "v", false, "log every step and connection event to stderr (default: warnings only)")
 	switch sub {
@@ -151,6 +148,16 @@ func runMachines(ctx context.Context, e *env, args []string) int {
 	default:
 		return machinesUninstall(ctx, e, f, machines[0], o)
 	}
+}
+
+// fleetFlags are the flags of every command that reads the fleet and
+// reaches its machines: --repo, --branch (described by branchUsage),
+// --ssh-key and --known-hosts, with their BERTH_* environment defaults.
+func fleetFlags(fs *flag.FlagSet, e *env, o *machinesOpts, branchUsage string) {
+	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
+	fs.StringVar(&o.branch, "branch", "main", branchUsage)
+	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
+	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
 }
 
 // parseInterspersed parses flags that may come after the positional

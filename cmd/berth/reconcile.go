@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"berth.dev/berth/gitsource"
 	"berth.dev/berth/nodes/api"
@@ -40,10 +41,7 @@ Examples:
 func runReconcile(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "reconcile", "--once [flags]", reconcileHelp)
 	var o machinesOpts
-	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
-	fs.StringVar(&o.branch, "branch", "main", "`branch` to reconcile")
-	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
-	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fleetFlags(fs, e, &o, "`branch` to reconcile")
 	fs.BoolVar(&o.verbose, "v", false, "log every pass and connection event to stderr")
 	once := fs.Bool("once", false, "one pass, then exit (the only mode for now; berth serve watches the branch)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for the fleet to converge")
@@ -100,7 +98,7 @@ func runReconcile(ctx context.Context, e *env, args []string) int {
 				problems = append(problems, diag.String())
 			}
 		}
-		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: running}, *output)
+		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: running, Memory: &memory}, *output)
 		fmt.Fprintf(e.stderr, "berth: reconcile: %s does not apply; nothing was changed on the machines:\n", short(rev.Commit))
 		for _, p := range problems {
 			fmt.Fprintln(e.stderr, "  "+p)
@@ -247,15 +245,20 @@ func readMemory(ctx context.Context, repo *gitsource.Repo, branch string) (live.
 			mem = live.Memory{}
 		}
 	}
-	running := ""
-	if b, err := fs.ReadFile(snap.FS, "summary.yaml"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "commit: "); ok {
-				running = strings.TrimSpace(v)
-			}
-		}
+	// The commit that runs: the summary's, unless that one failed, which
+	// names the one still running.
+	var sum struct {
+		Commit  string `yaml:"commit"`
+		Outcome string `yaml:"outcome"`
+		Running string `yaml:"running"`
 	}
-	return mem, running
+	if b, err := fs.ReadFile(snap.FS, "summary.yaml"); err == nil && yaml.Unmarshal(b, &sum) == nil {
+		if sum.Outcome == status.Failed {
+			return mem, sum.Running
+		}
+		return mem, sum.Commit
+	}
+	return mem, ""
 }
 
 func short(commit string) string {

@@ -207,6 +207,9 @@ func TestReconcileE2E(t *testing.T) {
 	if sum := gitIn(t, l.Repo, "show", "berth/status:summary.yaml"); !strings.Contains(sum, "outcome: Failed") || !strings.Contains(sum, v2) {
 		t.Errorf("status after a broken commit:\n%s", sum)
 	}
+	if mem := gitIn(t, l.Repo, "show", "berth/status:memory.json"); !strings.Contains(mem, "echo") {
+		t.Errorf("the controller's memory did not survive a broken commit:\n%s", mem)
+	}
 
 	// 5. A commit without workloads is refused unless allowed.
 	pushChange(t, l.Repo, "no workloads", func(dir string) {

@@ -44,10 +44,7 @@ Examples:
 func runServe(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "serve", "[flags]", serveHelp)
 	var o machinesOpts
-	fs.StringVar(&o.repo, "repo", envOr(e, "BERTH_REPO", ""), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
-	fs.StringVar(&o.branch, "branch", "main", "`branch` to follow")
-	fs.StringVar(&o.sshKey, "ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "controller's private key `file` (env BERTH_SSH_KEY; default: the ssh-agent)")
-	fs.StringVar(&o.knownHosts, "known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for machines without a pinned spec.ssh.hostKey (env BERTH_KNOWN_HOSTS)")
+	fleetFlags(fs, e, &o, "`branch` to follow")
 	fs.BoolVar(&o.verbose, "v", false, "also log the fleet's connection events")
 	interval := fs.Duration("interval", watch.DefaultPollInterval, "how often the branch is read when no event says it moved")
 	webhookListen := fs.String("webhook-listen", "", "`address` to serve the push webhook on (POST /webhook); empty: none")

@@ -44,6 +44,10 @@ type Input struct {
 	// Running is the commit still running when this one failed ("" if
 	// none or unknown).
 	Running string
+	// Memory is the controller's memory to keep when there is no Pass (a
+	// commit that failed before any pass): without it the status branch
+	// would lose it.
+	Memory *live.Memory
 }
 
 // Summary is summary.yaml.
@@ -139,11 +143,17 @@ func Build(in Input) (*Status, error) {
 		for _, e := range p.Errors {
 			sum.Errors = append(sum.Errors, e.String())
 		}
-		mem, err := json.MarshalIndent(p.Memory, "", "  ")
+	}
+	mem := in.Memory
+	if p != nil {
+		mem = &p.Memory
+	}
+	if mem != nil {
+		b, err := json.MarshalIndent(mem, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("status: memory: %w", err)
 		}
-		s.Files[MemoryFile] = append(mem, '\n')
+		s.Files[MemoryFile] = append(b, '\n')
 	}
 	for _, o := range in.Observed {
 		b, err := marshal(machineFileOf(o))

@@ -84,6 +84,21 @@ func TestBuild(t *testing.T) {
 	if !strings.Contains(string(s4.Files["summary.yaml"]), "running: 3f2a1c9e") {
 		t.Errorf("failed summary:\n%s", s4.Files["summary.yaml"])
 	}
+	if _, ok := s4.Files[MemoryFile]; ok {
+		t.Error("memory written with none given")
+	}
+
+	// A failure keeps the memory it is given, and the running commit's
+	// pass when there is one.
+	mem := p3.Memory
+	s5, _ := Build(Input{Commit: "badc0ffee", Problems: []string{"x"}, Running: "3f2a1c9e", Memory: &mem})
+	if _, ok := s5.Files[MemoryFile]; !ok || s5.Summary.Outcome != Failed {
+		t.Errorf("failed with memory: outcome %s, files %v", s5.Summary.Outcome, keys(s5.Files))
+	}
+	s6, _ := Build(Input{Commit: "badc0ffee", Problems: []string{"x"}, Running: "3f2a1c9e", Pass: p3, Observed: obs3})
+	if _, ok := s6.Files["objects/default/deployment/echo.yaml"]; !ok || s6.Summary.Outcome != Failed || s6.Summary.Pods.Ready != 3 {
+		t.Errorf("failed beside a running pass: outcome %s, %d ready, files %v", s6.Summary.Outcome, s6.Summary.Pods.Ready, keys(s6.Files))
+	}
 }
 
 func keys(m map[string][]byte) []string {
