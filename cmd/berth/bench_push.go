@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -90,12 +91,11 @@ func runBenchPush(ctx context.Context, e *env, args []string) int {
 	if strings.Contains(text, "berth/echo:2") {
 		tag = "2"
 	}
-	for _, r := range [][2]string{{"maxSurge: 1", "maxSurge: " + *surge}, {"maxUnavailable: 0", "maxUnavailable: 0"}} {
-		if !strings.Contains(text, "maxSurge:") {
-			break
-		}
-		text = strings.Replace(text, r[0], r[1], 1)
+	if !maxSurge.MatchString(text) || !maxUnavailable.MatchString(text) {
+		return fail(e, "bench push: app.yaml has no rollingUpdate maxSurge and maxUnavailable to set")
 	}
+	text = maxSurge.ReplaceAllString(text, "${1}maxSurge: "+*surge)
+	text = maxUnavailable.ReplaceAllString(text, "${1}maxUnavailable: 0")
 	push := func(next string) error {
 		t := strings.ReplaceAll(text, "berth/echo:"+tag, "berth/echo:"+next)
 		if err := os.WriteFile(app, []byte(t), 0o644); err != nil {
@@ -191,6 +191,12 @@ func runBenchPush(ctx context.Context, e *env, args []string) int {
 		len(took), len(f.machines), *surge, p50.Round(time.Millisecond), p90.Round(time.Millisecond), s50.Round(time.Millisecond), s90.Round(time.Millisecond))
 	return exitOK
 }
+
+// The example Deployment's rolling update settings, whatever they are now.
+var (
+	maxSurge       = regexp.MustCompile(`(?m)^(\s*)maxSurge: .*$`)
+	maxUnavailable = regexp.MustCompile(`(?m)^(\s*)maxUnavailable: .*$`)
+)
 
 // percentiles are the median and the 90th percentile of ds.
 func percentiles(ds []time.Duration) (p50, p90 time.Duration) {
