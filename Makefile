@@ -35,14 +35,16 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 # The quick start: a lab of 3 machines on this host (root), the agent
-# bootstrapped onto each over SSH, their status, and the plan of the example
-# fleet. `bin/berth lab down` removes it all.
+# bootstrapped onto each over SSH, the example fleet planned against them,
+# reconciled onto them, and what they run. `bin/berth lab down` removes it all.
 LAB ?= /var/lib/berth-lab
 demo: deps build
 	./$(BIN) validate examples/quickstart
 	./$(BIN) lab status --dir $(LAB) >/dev/null 2>&1 || ./$(BIN) lab up --nodes 3 --dir $(LAB)
 	. $(LAB)/lab.env && ./$(BIN) machines bootstrap && ./$(BIN) machines status
-	. $(LAB)/lab.env && ./$(BIN) plan --from empty
+	. $(LAB)/lab.env && ./$(BIN) plan
+	. $(LAB)/lab.env && ./$(BIN) reconcile --once --timeout 5m
+	. $(LAB)/lab.env && ./$(BIN) get pods -o wide && ./$(BIN) get deployments && ./$(BIN) status
 
 clean:
 	rm -rf bin
