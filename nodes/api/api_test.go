@@ -11,10 +11,16 @@ import (
 
 func TestErrorKindsRoundTrip(t *testing.T) {
 	for _, sentinel := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrUnavailable, ErrInternal} {
-		kind, code := KindOf(fmt.Errorf("set pods: %w", sentinel))
+		err := fmt.Errorf("set pods: %w: pods is required", sentinel)
+		kind, code := KindOf(err)
 		back := Error{Kind: kind, Message: "x"}.Err()
 		if !errors.Is(back, sentinel) {
 			t.Errorf("%v → %s (%d) → %v: lost the sentinel", sentinel, kind, code, back)
+		}
+		// The agent's own message already names the kind: not twice.
+		back = Error{Kind: kind, Message: err.Error()}.Err()
+		if !errors.Is(back, sentinel) || back.Error() != err.Error() {
+			t.Errorf("%v → %q; want %q, wrapping the sentinel", sentinel, back, err)
 		}
 	}
 	if kind, code := KindOf(errors.New("boom")); kind != KindInternal || code != 500 {

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors, one per ErrorKind. The agent wraps them; the server
@@ -38,12 +39,27 @@ func KindOf(err error) (ErrorKind, int) {
 	return KindInternal, 500
 }
 
-// Err turns a wire error back into an error wrapping its sentinel.
+// Err turns a wire error back into an error wrapping its sentinel. A
+// message that already says what the sentinel says (the agent's errors
+// wrap it) is kept as it is, so that the kind is not said twice.
 func (e Error) Err() error {
+	sentinel := ErrInternal
 	for _, k := range kinds {
 		if k.kind == e.Kind {
-			return fmt.Errorf("%w: %s", k.err, e.Message)
+			sentinel = k.err
 		}
 	}
-	return fmt.Errorf("%w: %s", ErrInternal, e.Message)
+	if strings.Contains(e.Message, sentinel.Error()) {
+		return &wireError{sentinel: sentinel, msg: e.Message}
+	}
+	return fmt.Errorf("%w: %s", sentinel, e.Message)
 }
+
+// wireError is a message from the agent that names its kind already.
+type wireError struct {
+	sentinel error
+	msg      string
+}
+
+func (w *wireError) Error() string { return w.msg }
+func (w *wireError) Unwrap() error { return w.sentinel }
