@@ -426,6 +426,12 @@ func reapContainerd(dir string) error {
 			removeCgroup(cg)
 		}
 	}
+	// Tasks deleted cleanly (the agent's pods stopped before the lab goes)
+	// leave no bundle, but runc's per-namespace directory stays: remove the
+	// lab's namespaces' ones when empty (os.Remove leaves any other).
+	for i := 1; i <= MaxNodes; i++ {
+		os.Remove(filepath.Join(defaultRuncRoot, Namespace(i)))
+	}
 	return errors.Join(errs...)
 }
 

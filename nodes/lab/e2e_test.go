@@ -307,6 +307,15 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // processes, mounts, files, containerd's runc state and cgroups.
 func assertGone(t *testing.T, dir, runDir string) {
 	t.Helper()
+	// The names checked below are the same for every lab: look while no
+	// other package's lab is up.
+	ctx, cancel := context.WithTimeout(context.Background(), labtest.Timeout)
+	defer cancel()
+	release, err := lab.HoldHostIdle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
 	if names, _ := filepath.Glob("/run/netns/" + lab.Prefix + "*"); len(names) > 0 {
 		t.Errorf("namespaces left: %v", names)
 	}

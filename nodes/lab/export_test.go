@@ -1,7 +1,10 @@
 package lab
 
 import (
+	"context"
 	"io/fs"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,3 +81,10 @@ func WriteFleet(path string, l *Lab, example fs.FS, when time.Time) (string, err
 }
 
 var FindQuickstart = findQuickstart
+
+// HoldHostIdle waits until no lab is up or going up or down on the host,
+// and holds it so until release: what a test finds on the host then is
+// nobody else's.
+func HoldHostIdle(ctx context.Context) (release func(), err error) {
+	return lockHost(ctx, filepath.Join(os.TempDir(), "berth-lab-idle-check-does-not-exist"), true, slog.New(slog.DiscardHandler))
+}

@@ -189,6 +189,8 @@ func (c *containerdDaemon) removeAll(ns string) {
 		}
 		ctr.Delete(nctx, client.WithSnapshotCleanup)
 	}
+	// The shims leave runc's directory for the namespace (default root).
+	os.Remove(filepath.Join("/run/containerd/runc", ns))
 }
 
 // stop stops the daemon and removes what it left: processes of this
