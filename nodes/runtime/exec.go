@@ -165,7 +165,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, req api.ExecRequest) (int
 		proc.IO().Wait()
 		code, _, err := st.Result()
 		if err != nil {
-			return -1, fmt.Errorf("exec in %s: %w", id, err)
+			// The wait ends with an error when ctx does: say it timed out.
+			return -1, ctxErr(err)
 		}
 		return int(code), nil
 	case <-ctx.Done():
