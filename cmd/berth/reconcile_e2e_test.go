@@ -177,6 +177,29 @@ func TestReconcileE2E(t *testing.T) {
 			}
 		}
 	}()
+	// A controller killed (SIGKILL) half way through the rollout, once it
+	// has surged: the next one finishes the job, no pod twice, none lost.
+	killed := exec.Command(bin, "reconcile", "--once", "--timeout", "3m")
+	killed.Env = append(os.Environ(), "BERTH_REPO="+l.Repo, "BERTH_SSH_KEY="+l.SSHKey, "BERTH_KNOWN_HOSTS="+l.KnownHosts)
+	var killedOut syncBuffer
+	killed.Stdout, killed.Stderr = &killedOut, &killedOut
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		_, out, _ := berth(t, env, "get", "pods", "-o", "json")
+		var ps []observedPodJSON
+		if json.Unmarshal([]byte(out), &ps) == nil && len(ps) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout never surged to 4 pods; the killed controller said:\n%s", killedOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	killed.Process.Kill()
+	killed.Wait()
+	t.Logf("controller killed mid-rollout; it had said:\n%s", killedOut.String())
 	code, out, _ = run("reconcile", "--once", "--timeout", "3m")
 	close(done)
 	if obs := <-observations; strings.Contains(obs, ";") {
@@ -187,10 +210,14 @@ func TestReconcileE2E(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "Ready: 3/3") {
 		t.Fatalf("rollout: exit %d, %q", code, out)
 	}
-	for _, p := range pods() {
+	ps = pods()
+	for _, p := range ps {
 		if !p.Ready || !strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:2") {
 			t.Errorf("after the rollout: pod %s ready %v image %v", p.Name, p.Ready, p.ContainerStatuses)
 		}
+	}
+	if len(ps) != 3 {
+		t.Errorf("%d pods after a rollout finished by a second controller; want 3", len(ps))
 	}
 
 	// 4. A broken commit changes nothing and says where.
