@@ -188,7 +188,7 @@ func (r *reconcileRun) finish(ctx context.Context, in status.Input, output strin
 		fmt.Fprintf(r.e.stderr, "berth: reconcile: %v\n", err)
 	}
 	if changed && output == "text" {
-		fmt.Fprintf(r.e.stderr, "status: %s on %s (%s)\n", st.Message, r.statusBranch, short(hash))
+		fmt.Fprintf(r.e.stderr, "%s on %s (%s)\n", st.Message, r.statusBranch, short(hash))
 	}
 	return st
 }
