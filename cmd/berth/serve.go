@@ -183,7 +183,10 @@ func runServe(ctx context.Context, e *env, args []string) int {
 			if err != nil {
 				return nil, err
 			}
-			fl.Update(r.Desired.Machines())
+			if err := fl.Update(r.Desired.Machines()); err != nil {
+				// Two Machines of one name: the commit does not apply.
+				r.Desired.Diagnostics = append(r.Desired.Diagnostics, render.Diagnostic{Severity: render.SeverityError, Message: err.Error()})
+			}
 			return r.Desired, nil
 		},
 		Status: func(ctx context.Context, in status.Input) error {
