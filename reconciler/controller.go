@@ -87,12 +87,7 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 				log.Warn("load commit", "commit", pending, "err", err)
 				loadRetry = time.After(DefaultLoadRetryWait)
 			case d.Diagnostics.HasErrors():
-				var problems []string
-				for _, diag := range d.Diagnostics {
-					if diag.Severity == render.SeverityError {
-						problems = append(problems, diag.String())
-					}
-				}
+				problems := d.Diagnostics.ErrorLines()
 				log.Warn("commit does not apply; the last good one keeps running", "commit", pending, "running", current, "problems", len(problems))
 				// The running commit's last pass and the memory stay in
 				// the status beside the failure.

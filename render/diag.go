@@ -117,20 +117,23 @@ func (ds Diagnostics) HasErrors() bool { return ds.Errors() > 0 }
 // validation errors.
 var ErrInvalid = errors.New("invalid repository")
 
+// ErrorLines are the error diagnostics, each as its String.
+func (ds Diagnostics) ErrorLines() []string {
+	var out []string
+	for _, d := range ds {
+		if d.Severity == SeverityError {
+			out = append(out, d.String())
+		}
+	}
+	return out
+}
+
 // Err returns nil when there are no errors, or an error wrapping ErrInvalid
 // that lists every error diagnostic, one a line.
 func (ds Diagnostics) Err() error {
-	n := ds.Errors()
-	if n == 0 {
+	lines := ds.ErrorLines()
+	if len(lines) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d error(s):", n)
-	for _, d := range ds {
-		if d.Severity == SeverityError {
-			b.WriteString("\n")
-			b.WriteString(d.String())
-		}
-	}
-	return fmt.Errorf("%w: %s", ErrInvalid, b.String())
+	return fmt.Errorf("%w: %d error(s):\n%s", ErrInvalid, len(lines), strings.Join(lines, "\n"))
 }

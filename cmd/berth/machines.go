@@ -235,20 +235,21 @@ func loadFleet(ctx context.Context, e *env, o machinesOpts) (*fleet, error) {
 	if d.Cluster != nil {
 		f.registries = d.Cluster.Spec.Registries
 	}
-	auth, err := sshx.AuthFrom(o.sshKey)
-	if err != nil {
-		return nil, err
-	}
-	f.ssh = sshx.Config{
-		Auth:           auth,
-		KnownHostsFile: o.knownHosts,
-		AcceptUnknown:  o.acceptNew,
-		Logger:         f.log,
-	}
-	if err := f.ssh.Validate(); err != nil {
+	if f.ssh, err = sshConfig(o, f.log); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// sshConfig is how the command reaches machines: the controller's key
+// (--ssh-key or the ssh-agent), --known-hosts, --accept-new-host-keys.
+func sshConfig(o machinesOpts, log *slog.Logger) (sshx.Config, error) {
+	auth, err := sshx.AuthFrom(o.sshKey)
+	if err != nil {
+		return sshx.Config{}, err
+	}
+	c := sshx.Config{Auth: auth, KnownHostsFile: o.knownHosts, AcceptUnknown: o.acceptNew, Logger: log}
+	return c, c.Validate()
 }
 
 // pick returns the named machines, or all when names is empty.

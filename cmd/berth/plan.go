@@ -9,7 +9,6 @@ import (
 
 	"berth.dev/berth/gitsource"
 	nodefleet "berth.dev/berth/nodes/fleet"
-	"berth.dev/berth/nodes/sshx"
 	"berth.dev/berth/reconciler"
 	"berth.dev/berth/reconciler/live"
 )
@@ -118,16 +117,12 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 		}
 		return exitError
 	}
-	branch := gitsource.DefaultStatusBranch
-	if d.Cluster != nil && d.Cluster.Spec.StatusBranch != "" {
-		branch = d.Cluster.Spec.StatusBranch
-	}
-	memory, _ := readMemory(ctx, repo, branch)
-	auth, err := sshx.AuthFrom(sshKey)
+	memory, _ := readMemory(ctx, repo, statusBranchOf("", d))
+	sshc, err := sshConfig(machinesOpts{sshKey: sshKey, knownHosts: knownHosts}, logger(e, false))
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}
-	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshx.Config{Auth: auth, KnownHostsFile: knownHosts, Logger: logger(e, false)}})
+	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshc})
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}

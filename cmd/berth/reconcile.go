@@ -13,10 +13,10 @@ import (
 	"berth.dev/berth/gitsource"
 	"berth.dev/berth/nodes/api"
 	nodefleet "berth.dev/berth/nodes/fleet"
-	"berth.dev/berth/nodes/sshx"
 	"berth.dev/berth/reconciler"
 	"berth.dev/berth/reconciler/live"
 	"berth.dev/berth/reconciler/status"
+	"berth.dev/berth/render"
 )
 
 const reconcileHelp = `
@@ -81,23 +81,12 @@ func runReconcile(ctx context.Context, e *env, args []string) int {
 		return fail(e, "reconcile: %v", err)
 	}
 	d := rev.Desired
-	branch := *statusBranch
-	if branch == "" && d.Cluster != nil {
-		branch = d.Cluster.Spec.StatusBranch
-	}
-	if branch == "" {
-		branch = gitsource.DefaultStatusBranch
-	}
+	branch := statusBranchOf(*statusBranch, d)
 	memory, running := readMemory(ctx, repo, branch)
 	rec := &reconcileRun{e: e, repo: repo, commit: rev.Commit, watched: o.branch, statusBranch: branch, write: !*noStatus, running: running}
 
 	if d.Diagnostics.HasErrors() {
-		var problems []string
-		for _, diag := range d.Diagnostics {
-			if diag.Severity == "error" {
-				problems = append(problems, diag.String())
-			}
-		}
+		problems := d.Diagnostics.ErrorLines()
 		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: running, Memory: &memory}, *output)
 		fmt.Fprintf(e.stderr, "berth: reconcile: %s does not apply; nothing was changed on the machines:\n", short(rev.Commit))
 		for _, p := range problems {
@@ -106,11 +95,11 @@ func runReconcile(ctx context.Context, e *env, args []string) int {
 		return exitError
 	}
 
-	auth, err := sshx.AuthFrom(o.sshKey)
+	sshc, err := sshConfig(o, log)
 	if err != nil {
 		return fail(e, "reconcile: %v", err)
 	}
-	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshx.Config{Auth: auth, KnownHostsFile: o.knownHosts, Logger: log}, Logger: log})
+	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshc, Logger: log})
 	if err != nil {
 		return fail(e, "reconcile: %v", err)
 	}
@@ -229,6 +218,18 @@ func (s *statusSink) write(ctx context.Context, in status.Input) (st *status.Sta
 		}
 	}
 	return st, hash, changed, nil
+}
+
+// statusBranchOf is the status branch: the flag's, else the Cluster's
+// spec.statusBranch, else gitsource.DefaultStatusBranch. d may be nil.
+func statusBranchOf(flag string, d *render.Desired) string {
+	switch {
+	case flag != "":
+		return flag
+	case d != nil && d.Cluster != nil && d.Cluster.Spec.StatusBranch != "":
+		return d.Cluster.Spec.StatusBranch
+	}
+	return gitsource.DefaultStatusBranch
 }
 
 // readMemory reads the controller's memory, and the commit its status is

@@ -13,7 +13,6 @@ import (
 	"berth.dev/berth/gitsource"
 	"berth.dev/berth/gitsource/watch"
 	nodefleet "berth.dev/berth/nodes/fleet"
-	"berth.dev/berth/nodes/sshx"
 	"berth.dev/berth/reconciler"
 	"berth.dev/berth/reconciler/live"
 	"berth.dev/berth/reconciler/status"
@@ -85,23 +84,17 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "serve: %v", err)
 	}
-	branch := *statusBranch
-	if branch == "" && first.Desired.Cluster != nil {
-		branch = first.Desired.Cluster.Spec.StatusBranch
-	}
-	if branch == "" {
-		branch = gitsource.DefaultStatusBranch
-	}
+	branch := statusBranchOf(*statusBranch, first.Desired)
 	if branch == o.branch {
 		return fail(e, "serve: the status branch is the followed branch %s; choose another (--status-branch)", o.branch)
 	}
 	memory, running := readMemory(ctx, repo, branch)
 
-	auth, err := sshx.AuthFrom(o.sshKey)
+	sshc, err := sshConfig(o, fleetLog)
 	if err != nil {
 		return fail(e, "serve: %v", err)
 	}
-	fl, err := nodefleet.New(first.Desired.Machines(), nodefleet.Options{SSH: sshx.Config{Auth: auth, KnownHostsFile: o.knownHosts, Logger: fleetLog}, Logger: fleetLog})
+	fl, err := nodefleet.New(first.Desired.Machines(), nodefleet.Options{SSH: sshc, Logger: fleetLog})
 	if err != nil {
 		return fail(e, "serve: %v", err)
 	}

@@ -189,13 +189,8 @@ func (v *statusView) load(ctx context.Context, e *env, o statusOpts) error {
 		fmt.Fprintf(e.stderr, "berth: warning: read %s: %v\n", o.branch, err)
 	} else {
 		v.source = rev
-		if v.branch == "" && rev.Desired != nil && rev.Desired.Cluster != nil {
-			v.branch = rev.Desired.Cluster.Spec.StatusBranch
-		}
 	}
-	if v.branch == "" {
-		v.branch = gitsource.DefaultStatusBranch
-	}
+	v.branch = statusBranchOf(v.branch, v.source.Desired)
 	snap, err := v.store.Snapshot(ctx, v.branch)
 	if errors.Is(err, gitsource.ErrUnknownRevision) {
 		return fmt.Errorf("%w on %s: run berth reconcile --once", errNoStatus, v.branch)
