@@ -10,11 +10,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"berth.dev/berth/nodes/api"
 	nodefleet "berth.dev/berth/nodes/fleet"
+	"berth.dev/berth/reconciler/status"
 )
 
 const getHelp = `
@@ -306,13 +306,12 @@ func printMachines(e *env, obs []nodefleet.Observation, output string, now time.
 }
 
 func printObjects(e *env, v any, output string) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err == nil && output == "yaml" {
-		// Through JSON, so that the json tags name the fields.
-		var generic any
-		if err = json.Unmarshal(b, &generic); err == nil {
-			b, err = yaml.Marshal(generic)
-		}
+	var b []byte
+	var err error
+	if output == "yaml" {
+		b, err = status.YAML(v)
+	} else {
+		b, err = json.MarshalIndent(v, "", "  ")
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "berth get: %v\n", err)

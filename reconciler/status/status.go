@@ -131,7 +131,7 @@ func Build(in Input) (*Status, error) {
 			if w.Changes > 0 || !workloadDone(w) {
 				sum.NotConverged = append(sum.NotConverged, fmt.Sprintf("%s: %s", w.Owner, w.Reason))
 			}
-			b, err := marshal(workloadFile{Owner: w.Owner, Status: w.Status, Reason: w.Reason})
+			b, err := YAML(workloadFile{Owner: w.Owner, Status: w.Status, Reason: w.Reason})
 			if err != nil {
 				return nil, err
 			}
@@ -156,13 +156,13 @@ func Build(in Input) (*Status, error) {
 		s.Files[MemoryFile] = append(b, '\n')
 	}
 	for _, o := range in.Observed {
-		b, err := marshal(machineFileOf(o))
+		b, err := YAML(machineFileOf(o))
 		if err != nil {
 			return nil, err
 		}
 		s.Files[path.Join("machines", o.Machine+".yaml")] = b
 	}
-	b, err := marshal(sum)
+	b, err := YAML(sum)
 	if err != nil {
 		return nil, err
 	}
@@ -271,8 +271,9 @@ func podLineOf(ps api.PodStatus) podLine {
 	return l
 }
 
-// marshal writes v as YAML with its JSON field names.
-func marshal(v any) ([]byte, error) {
+// YAML writes v as YAML with its JSON field names (through JSON, so that
+// the types' json tags and omitempty rules hold).
+func YAML(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
