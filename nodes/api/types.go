@@ -202,6 +202,8 @@ type NodeInfo struct {
 	// DesiredDigest is DesiredPods.Digest of the set the agent has.
 	DesiredDigest string `json:"desiredDigest,omitempty"`
 	Pods          int    `json:"pods"`
+	// Network is the state of the last Network the agent was given.
+	Network NetworkStatus `json:"network"`
 }
 
 // Event is something that happened to a pod or the machine, as kubelet
