@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"path"
@@ -165,6 +166,7 @@ func (c *checker) cluster(cl *v1alpha1.Cluster) {
 			hosts[r.Host] = p
 		}
 	}
+	c.clusterNetwork(s, pod, podOK, svc, svcOK)
 	for i, k := range s.IgnoreKinds {
 		p := fmt.Sprintf("spec.ignoreKinds[%d]", i)
 		if k.APIVersion == "" {
@@ -209,4 +211,62 @@ func branchNameProblem(b string) string {
 		}
 	}
 	return ""
+}
+
+// clusterNetwork checks the settings of the pod network, the cluster DNS,
+// LoadBalancer addresses and ingress machines.
+func (c *checker) clusterNetwork(s *v1alpha1.ClusterSpec, pod netip.Prefix, podOK bool, svc netip.Prefix, svcOK bool) {
+	if m := s.PodCIDRMaskSize; m != 0 && podOK {
+		// A machine's share needs its gateway and at least one pod.
+		if max := int32(pod.Addr().BitLen() - 2); m < int32(pod.Bits()) || m > max {
+			c.errorf("spec.podCIDRMaskSize", "podCIDRMaskSize %d must be between the pod CIDR's own %d and %d", m, pod.Bits(), max)
+		}
+	}
+	for i, u := range s.DNS.Upstreams {
+		if _, err := netip.ParseAddr(u); err == nil {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(u); err != nil || ap.Port() == 0 {
+			c.errorf(fmt.Sprintf("spec.dns.upstreams[%d]", i), "upstream %q must be an IP address, optionally with a port (198.18.0.1 or 198.18.0.1:53)", u)
+		}
+	}
+	var pools []v1alpha1.AddressRange
+	for i, p := range s.LoadBalancer.Pools {
+		path := fmt.Sprintf("spec.loadBalancer.pools[%d]", i)
+		r, err := v1alpha1.ParseAddressRange(p)
+		if err != nil {
+			c.errorf(path, "invalid pool %q: %v", p, err)
+			continue
+		}
+		for _, other := range []struct {
+			name string
+			p    netip.Prefix
+			ok   bool
+		}{{"podCIDR", pod, podOK}, {"serviceCIDR", svc, svcOK}} {
+			if other.ok && r.Overlaps(v1alpha1.RangeOf(other.p)) {
+				c.errorf(path, "pool %s overlaps %s %s", p, other.name, other.p)
+			}
+		}
+		for j, q := range pools {
+			if r.Overlaps(q) {
+				c.errorf(path, "pool %s overlaps spec.loadBalancer.pools[%d]", p, j)
+			}
+		}
+		pools = append(pools, r)
+	}
+	if sel := s.LoadBalancer.MachineSelector; sel != nil {
+		c.selector("spec.loadBalancer.machineSelector", sel)
+	}
+	in := &s.Ingress
+	if in.MachineSelector != nil {
+		c.selector("spec.ingress.machineSelector", in.MachineSelector)
+	}
+	if in.ClassName != "" {
+		c.invalid("spec.ingress.className", "className", in.ClassName, content.IsDNS1123Subdomain(in.ClassName))
+	}
+	httpOK := in.HTTPPort == 0 || c.portNumber("spec.ingress.httpPort", "httpPort", in.HTTPPort)
+	httpsOK := in.HTTPSPort == 0 || c.portNumber("spec.ingress.httpsPort", "httpsPort", in.HTTPSPort)
+	if httpOK && httpsOK && cmp.Or(in.HTTPPort, 80) == cmp.Or(in.HTTPSPort, 443) {
+		c.errorf("spec.ingress.httpsPort", "httpsPort %d is also the httpPort", cmp.Or(in.HTTPSPort, 443))
+	}
 }

@@ -5,6 +5,10 @@
 package v1alpha1
 
 import (
+	"fmt"
+	"net/netip"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -101,6 +105,64 @@ type ClusterSpec struct {
 	IgnoreKinds []KindRef  `json:"ignoreKinds,omitempty"`
 	Policy      PolicySpec `json:"policy,omitempty"`
 	Registries  []Registry `json:"registries,omitempty"`
+	// PodCIDRMaskSize is the prefix length of the pod CIDR a machine
+	// without spec.podCIDR is given from PodCIDR (DefaultPodCIDRMaskSize
+	// when zero, or PodCIDR itself when that is narrower).
+	PodCIDRMaskSize int32 `json:"podCIDRMaskSize,omitempty"`
+	// DNS configures the cluster DNS every agent serves its pods.
+	DNS DNSSpec `json:"dns,omitempty"`
+	// LoadBalancer configures the addresses of LoadBalancer Services.
+	LoadBalancer LoadBalancerSpec `json:"loadBalancer,omitempty"`
+	// Ingress chooses the machines that serve Ingresses, and which.
+	Ingress IngressSpec `json:"ingress,omitempty"`
+}
+
+// DefaultPodCIDRMaskSize is the size of each machine's share of the
+// Cluster's pod CIDR, as in kube-controller-manager (--node-cidr-mask-size).
+const DefaultPodCIDRMaskSize = 24
+
+// DefaultIngressClass is the IngressClass berth serves when the Cluster
+// names none.
+const DefaultIngressClass = "berth"
+
+// DNSSpec configures the cluster DNS.
+type DNSSpec struct {
+	// Upstreams are where names outside the cluster domain are forwarded
+	// ("ip" or "ip:port"); each machine's /etc/resolv.conf when empty.
+	Upstreams []string `json:"upstreams,omitempty"`
+}
+
+// LoadBalancerSpec gives LoadBalancer Services their addresses. One
+// healthy machine holds each address: it answers ARP for it (so the
+// machines and clients must share a layer-2 network), and another takes
+// the address over when it fails.
+type LoadBalancerSpec struct {
+	// Pools are the address ranges to allocate from: CIDRs
+	// ("198.18.0.240/28": without its network and broadcast addresses) or
+	// inclusive ranges ("198.18.0.240-198.18.0.250").
+	Pools []string `json:"pools,omitempty"`
+	// MachineSelector chooses the machines that may hold an address; every
+	// machine when nil.
+	MachineSelector *metav1.LabelSelector `json:"machineSelector,omitempty"`
+}
+
+// IngressSpec chooses the ingress machines: each serves every Ingress of
+// the class, merged, on its own addresses.
+type IngressSpec struct {
+	// MachineSelector chooses the ingress machines; when nil no machine
+	// serves Ingresses, and {} chooses every machine.
+	MachineSelector *metav1.LabelSelector `json:"machineSelector,omitempty"`
+	// ClassName is the IngressClass served (DefaultIngressClass when
+	// empty): spec.ingressClassName or the kubernetes.io/ingress.class
+	// annotation.
+	ClassName string `json:"className,omitempty"`
+	// Default serves Ingresses that name no class too, as a default
+	// IngressClass does.
+	Default bool `json:"default,omitempty"`
+	// HTTPPort and HTTPSPort are where the ingress machines listen (80 and
+	// 443 when zero).
+	HTTPPort  int32 `json:"httpPort,omitempty"`
+	HTTPSPort int32 `json:"httpsPort,omitempty"`
 }
 
 // KindRef names a kind by apiVersion and kind. Kind "*" matches every kind
@@ -140,4 +202,75 @@ type Registry struct {
 	// CAFile is a PEM bundle on the machine that signs the host's
 	// certificate.
 	CAFile string `json:"caFile,omitempty"`
+}
+
+// AddressRange is an inclusive range of addresses of one family.
+type AddressRange struct {
+	First, Last netip.Addr
+}
+
+// ParseAddressRange parses a LoadBalancer pool: a CIDR (without its
+// network and, for IPv4, broadcast addresses, unless it is a /31, /32,
+// /127 or /128) or "first-last".
+func ParseAddressRange(s string) (AddressRange, error) {
+	if first, last, ok := strings.Cut(s, "-"); ok {
+		f, err := netip.ParseAddr(strings.TrimSpace(first))
+		if err != nil {
+			return AddressRange{}, fmt.Errorf("range %q: %w", s, err)
+		}
+		l, err := netip.ParseAddr(strings.TrimSpace(last))
+		if err != nil {
+			return AddressRange{}, fmt.Errorf("range %q: %w", s, err)
+		}
+		if f.Is4() != l.Is4() || f.Zone() != "" || l.Zone() != "" {
+			return AddressRange{}, fmt.Errorf("range %q mixes address families", s)
+		}
+		if l.Less(f) {
+			return AddressRange{}, fmt.Errorf("range %q ends before it starts", s)
+		}
+		return AddressRange{f.Unmap(), l.Unmap()}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return AddressRange{}, fmt.Errorf("want a CIDR or first-last: %w", err)
+	}
+	if p != p.Masked() {
+		return AddressRange{}, fmt.Errorf("%s has host bits set: the range is %s", s, p.Masked())
+	}
+	first, last := p.Addr(), lastAddr(p)
+	if p.Addr().BitLen()-p.Bits() >= 2 {
+		first = first.Next()
+		if p.Addr().Is4() {
+			last = last.Prev()
+		}
+	}
+	return AddressRange{first, last}, nil
+}
+
+// Contains reports whether a is in the range.
+func (r AddressRange) Contains(a netip.Addr) bool {
+	return a.IsValid() && a.BitLen() == r.First.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0
+}
+
+// Overlaps reports whether the ranges share an address.
+func (r AddressRange) Overlaps(o AddressRange) bool {
+	return r.First.BitLen() == o.First.BitLen() && r.First.Compare(o.Last) <= 0 && o.First.Compare(r.Last) <= 0
+}
+
+func (r AddressRange) String() string { return r.First.String() + "-" + r.Last.String() }
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// RangeOf is every address of p, network and broadcast included.
+func RangeOf(p netip.Prefix) AddressRange {
+	p = p.Masked()
+	return AddressRange{p.Addr(), lastAddr(p)}
 }
