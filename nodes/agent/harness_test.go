@@ -27,6 +27,8 @@ type harness struct {
 	stateDir string
 	logDir   string
 	m        *Manager
+	// network is the Manager's NetworkApplier (none when nil).
+	network NetworkApplier
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -40,6 +42,13 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t)
+}
+
+// newHarnessWith is newHarness with the harness changed by modify before
+// the first Manager starts.
+func newHarnessWith(t *testing.T, modify ...func(*harness)) *harness {
+	t.Helper()
 	clock := newFakeClock()
 	h := &harness{
 		t: t, clock: clock, rt: newFakeRuntime(t, clock),
@@ -48,6 +57,9 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.rt.registry["berth/echo:1"] = true
 	h.rt.registry["berth/echo:2"] = true
+	for _, m := range modify {
+		m(h)
+	}
 	h.start()
 	t.Cleanup(func() {
 		h.stop()
@@ -59,7 +71,7 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) newManager() *Manager {
 	h.t.Helper()
 	m, err := New(Options{
-		Runtime: h.rt, StateDir: h.stateDir, LogDir: h.logDir, NodeName: "node-1", Clock: h.clock,
+		Runtime: h.rt, StateDir: h.stateDir, LogDir: h.logDir, NodeName: "node-1", Clock: h.clock, Network: h.network,
 		Logger: slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

@@ -62,6 +62,9 @@ type Options struct {
 	// MaxImportSize bounds an image archive that ImportImages receives,
 	// in bytes (DefaultMaxImportSize when zero or less).
 	MaxImportSize int64
+	// Network applies the Network the controller sets (PUT /v1/network);
+	// nil keeps and reports it without applying anything.
+	Network NetworkApplier
 }
 
 // Validate checks the options.
@@ -130,9 +133,12 @@ type Manager struct {
 
 	// setMu serializes SetPods (validate, compare, persist, apply).
 	setMu sync.Mutex
+	// netSetMu serializes SetNetwork and its retries.
+	netSetMu sync.Mutex
 
 	mu      sync.Mutex
 	state   persisted
+	net     netState
 	workers map[string]*podWorker // by pod key
 	pending []*podWorker          // created, not yet started by Run
 	running bool
@@ -165,6 +171,10 @@ func New(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	pn, err := loadNetwork(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		opts:    opts,
 		rt:      opts.Runtime,
@@ -173,6 +183,7 @@ func New(opts Options) (*Manager, error) {
 		events:  newEventLog(opts.EventBuffer),
 		metrics: newMetrics(),
 		state:   st,
+		net:     netState{persisted: pn, digest: pn.Network.Digest()},
 		workers: map[string]*podWorker{},
 		// Of the loaded set; with no set yet, the digest of none.
 		desiredDigest: st.Desired.Digest(),
@@ -226,8 +237,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer timers.stop()
 
 	m.log.Info("agent starting", "pods", len(m.state.Desired.Pods), "generation", m.state.Desired.Generation)
+	// The persisted Network first: pods made from here on join the pod
+	// network, and the Services they serve are routed.
+	m.retryNetwork(ctx)
 	m.kick(m.relist)
-	m.scheduleResync(timers)
+	m.scheduleResync(ctx, timers)
 	failures := 0
 	listed := false // workers start once the runtime has been listed: they adopt what is there
 	for {
@@ -301,10 +315,11 @@ func (t *runTimers) stop() {
 	}
 }
 
-func (m *Manager) scheduleResync(timers *runTimers) {
+func (m *Manager) scheduleResync(ctx context.Context, timers *runTimers) {
 	timers.setResync(m.clock.AfterFunc(m.opts.ResyncInterval, func() {
+		m.retryNetwork(ctx)
 		m.pokeAll()
-		m.scheduleResync(timers)
+		m.scheduleResync(ctx, timers)
 	}))
 }
 

@@ -66,6 +66,7 @@ func (m *Manager) Node(ctx context.Context) (api.NodeInfo, error) {
 	info.Generation = m.state.Desired.Generation
 	info.DesiredDigest = m.desiredDigest
 	info.Pods = len(m.state.Desired.Pods)
+	info.Network = m.networkStatusLocked()
 	var pids []uint32
 	for _, c := range m.cache.containers {
 		if c.State == StateRunning && c.Pid > 0 {

@@ -146,6 +146,42 @@ func (c *Client) SetPods(ctx context.Context, pods api.DesiredPods) error {
 	return nil
 }
 
+// SetNetwork sets the machine's Network (PUT /v1/network). It is
+// idempotent, and so retried once on a connection that the agent had
+// closed. An older generation wraps api.ErrConflict; a Network the agent
+// accepted but could not apply in full is an error too (wrapping
+// api.ErrInternal or api.ErrUnavailable), and NodeInfo.Network says why.
+func (c *Client) SetNetwork(ctx context.Context, n api.Network) error {
+	body, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("set network: %w: %w", api.ErrInvalid, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, baseURL+"/v1/network", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("set network: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header["Idempotency-Key"] = nil
+	var res struct {
+		Generation int64  `json:"generation"`
+		Digest     string `json:"digest"`
+	}
+	if err := c.do(req, &res); err != nil {
+		return fmt.Errorf("set network: %w", err)
+	}
+	return nil
+}
+
+// Network returns the last Network the agent was given (the zero Network
+// when none was).
+func (c *Client) Network(ctx context.Context) (api.Network, error) {
+	var n api.Network
+	if err := c.get(ctx, "/v1/network", &n); err != nil {
+		return api.Network{}, fmt.Errorf("get network: %w", err)
+	}
+	return n, nil
+}
+
 // ImportImages sends an OCI (or docker save) archive to the agent, which
 // imports its images: for machines with no registry. The archive is
 // streamed as it is read, never held whole in memory, and the call is not

@@ -31,6 +31,7 @@ type fakeBackend struct {
 	mu      sync.Mutex
 	calls   int
 	desired api.DesiredPods
+	network api.Network
 	pods    []api.PodStatus
 	node    api.NodeInfo
 	err     error // every call fails with it when set
@@ -68,6 +69,28 @@ func (f *fakeBackend) SetPods(_ context.Context, pods api.DesiredPods) error {
 	}
 	f.desired = pods
 	return nil
+}
+
+func (f *fakeBackend) SetNetwork(_ context.Context, n api.Network) error {
+	if err := f.call(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.Generation < f.network.Generation {
+		return fmt.Errorf("network generation %d is older than %d: %w", n.Generation, f.network.Generation, api.ErrConflict)
+	}
+	f.network = n
+	return nil
+}
+
+func (f *fakeBackend) Network(context.Context) (api.Network, error) {
+	if err := f.call(); err != nil {
+		return api.Network{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.network, nil
 }
 
 func (f *fakeBackend) Pods(context.Context) ([]api.PodStatus, error) {

@@ -1,5 +1,5 @@
 // Package httpapi serves the agent's API (package api) over HTTP+JSON on
-// the agent's unix socket: the desired pod set, observed statuses, node
+// the agent's unix socket: the desired pod set, the machine's Network, observed statuses, node
 // info, an event stream, container logs, interactive exec over an upgraded
 // connection, image archive imports, and Prometheus metrics. It
 // translates errors once, at the wire: every failure carries an
@@ -20,6 +20,14 @@ type Backend interface {
 	// ErrInvalid (nothing changed) for a malformed set, ErrConflict for a
 	// generation older than the current one.
 	SetPods(ctx context.Context, pods api.DesiredPods) error
+	// SetNetwork replaces the machine's Network (pod network, routes,
+	// Services, policies, DNS, held addresses) and applies it. ErrInvalid
+	// for a malformed Network (nothing changed), ErrConflict for an older
+	// generation or the same generation with another content; an error
+	// applying it leaves it accepted (NodeInfo.Network says why).
+	SetNetwork(ctx context.Context, n api.Network) error
+	// Network returns the last Network set (the zero Network when none).
+	Network(ctx context.Context) (api.Network, error)
 	// Pods returns the observed status of every pod, sorted by key.
 	Pods(ctx context.Context) ([]api.PodStatus, error)
 	// Node describes the machine.

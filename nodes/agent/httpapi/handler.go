@@ -71,6 +71,8 @@ func NewHandler(b Backend, opts Options) http.Handler {
 
 	s.mux.HandleFunc("PUT /v1/pods", s.setPods)
 	s.mux.HandleFunc("GET /v1/pods", s.pods)
+	s.mux.HandleFunc("PUT /v1/network", s.setNetwork)
+	s.mux.HandleFunc("GET /v1/network", s.network)
 	s.mux.HandleFunc("GET /v1/node", s.node)
 	s.mux.HandleFunc("GET /v1/events", s.events)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.logs)
@@ -118,6 +120,46 @@ func (s *server) setPods(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, setPodsResult{Generation: desired.Generation})
+}
+
+// setNetworkResult is the answer of PUT /v1/network.
+type setNetworkResult struct {
+	Generation int64  `json:"generation"`
+	Digest     string `json:"digest"`
+}
+
+func (s *server) setNetwork(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var n api.Network
+	if err := s.decodeBody(w, r, &n); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if n.Generation < 0 {
+		s.writeError(w, r, fmt.Errorf("%w: field \"generation\" must not be negative", api.ErrInvalid))
+		return
+	}
+	if err := s.b.SetNetwork(r.Context(), n); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, setNetworkResult{Generation: n.Generation, Digest: n.Digest()})
+}
+
+func (s *server) network(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	n, err := s.b.Network(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
 }
 
 func (s *server) pods(w http.ResponseWriter, r *http.Request) {

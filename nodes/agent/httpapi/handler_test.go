@@ -25,6 +25,7 @@ type fakeBackend struct {
 	mu      sync.Mutex
 	calls   []string
 	desired []api.DesiredPods
+	network []api.Network
 	logOpts []api.LogOptions
 	since   []time.Time
 	err     error // every call fails with it when set
@@ -50,6 +51,25 @@ func (f *fakeBackend) SetPods(_ context.Context, pods api.DesiredPods) error {
 	f.desired = append(f.desired, pods)
 	f.mu.Unlock()
 	return f.record("SetPods")
+}
+
+func (f *fakeBackend) SetNetwork(_ context.Context, n api.Network) error {
+	f.mu.Lock()
+	f.network = append(f.network, n)
+	f.mu.Unlock()
+	return f.record("SetNetwork")
+}
+
+func (f *fakeBackend) Network(context.Context) (api.Network, error) {
+	if err := f.record("Network"); err != nil {
+		return api.Network{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.network) == 0 {
+		return api.Network{}, nil
+	}
+	return f.network[len(f.network)-1], nil
 }
 
 func (f *fakeBackend) Pods(context.Context) ([]api.PodStatus, error) {
