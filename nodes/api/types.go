@@ -91,7 +91,9 @@ type PodSpec struct {
 	Hostname                      string                     `json:"hostname,omitempty"`
 	Subdomain                     string                     `json:"subdomain,omitempty"`
 	HostNetwork                   bool                       `json:"hostNetwork,omitempty"`
-	DNSConfig                     *corev1.PodDNSConfig       `json:"dnsConfig,omitempty"`
+	// DNSPolicy is the pod's spec.dnsPolicy (ClusterFirst when empty).
+	DNSPolicy corev1.DNSPolicy     `json:"dnsPolicy,omitempty"`
+	DNSConfig *corev1.PodDNSConfig `json:"dnsConfig,omitempty"`
 	// ImagePullSecrets are docker config JSON documents
 	// (.dockerconfigjson), resolved from the pod's imagePullSecrets.
 	ImagePullSecrets []Sensitive `json:"imagePullSecrets,omitempty"`
