@@ -68,8 +68,10 @@ type Options struct {
 	// local repository, the only signal besides webhooks on a remote one.
 	// 0 is DefaultPollInterval.
 	Interval time.Duration
-	// Debounce gathers the burst of file events of a push (lock file,
-	// rename, packed-refs) into one look. 0 is DefaultDebounce.
+	// Debounce gathers the burst of file events of pushes (lock file,
+	// rename, packed-refs) into few looks: the first ref renamed into place
+	// is looked at at once, the rest of the burst once it has been quiet
+	// for Debounce. 0 is DefaultDebounce.
 	Debounce time.Duration
 	// DisableFSNotify polls a local repository only.
 	DisableFSNotify bool
@@ -234,6 +236,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 				continue
 			}
 			if fsw.relevant(ev) {
+				if !pending && fsw.settled(ev) {
+					// The first ref renamed into place in a while: a
+					// push has landed; look at once rather than after
+					// the debounce (the rest of a burst still waits
+					// for it).
+					look(SourceFSNotify)
+				}
 				arm()
 			}
 		case err, ok := <-fsErrors:
@@ -304,6 +313,25 @@ func newRefsWatcher(dir string) (*refsWatcher, error) {
 }
 
 func (rw *refsWatcher) close() { rw.w.Close() }
+
+// settled reports whether ev is the last step of a ref update: git writes
+// a ref (or packed-refs) to NAME.lock and renames it into place, which
+// inotify reports as the creation of NAME. The new value is readable then,
+// and the objects it names were written before it.
+func (rw *refsWatcher) settled(ev fsnotify.Event) bool {
+	name := filepath.Clean(ev.Name)
+	if !ev.Has(fsnotify.Create) || strings.HasSuffix(name, ".lock") {
+		return false
+	}
+	if name == filepath.Join(rw.root, "packed-refs") {
+		return true
+	}
+	if !strings.HasPrefix(name, rw.heads+string(filepath.Separator)) {
+		return false
+	}
+	fi, err := os.Lstat(name)
+	return err == nil && fi.Mode().IsRegular()
+}
 
 // addTree watches dir and every directory below it. Directories that
 // vanish meanwhile (a branch deleted) are skipped.
