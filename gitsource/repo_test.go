@@ -89,6 +89,14 @@ func TestOpenSubdirSnapshot(t *testing.T) {
 	if b, err := readFile(snap.FS, "shared.yaml"); err != nil || string(b) != "s" {
 		t.Errorf("link to the rest of the repository = %q, %v", b, err)
 	}
+	// The status branch lives at the root, whatever folder the fleet is in.
+	root, err := r.RootSnapshot(context.Background(), "HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readDirNames(t, root.FS, "."); got != "fleet shared" {
+		t.Errorf("root snapshot lists %q", got)
+	}
 }
 
 func TestIsURL(t *testing.T) {

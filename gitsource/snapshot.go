@@ -69,6 +69,17 @@ func (e *outsideError) Is(target error) bool { return target == fs.ErrPermission
 // fs.ErrPermission when it is absolute or climbs above the repository root.
 // Submodules are listed as fs.ModeIrregular and cannot be opened.
 func (r *Repo) Snapshot(ctx context.Context, rev string) (*Snapshot, error) {
+	return r.snapshot(ctx, rev, r.Subdir())
+}
+
+// RootSnapshot is Snapshot of the whole tree, whatever Subdir is: the
+// status branch is written at the repository's root even when the fleet
+// lives in a sub-folder.
+func (r *Repo) RootSnapshot(ctx context.Context, rev string) (*Snapshot, error) {
+	return r.snapshot(ctx, rev, ".")
+}
+
+func (r *Repo) snapshot(ctx context.Context, rev, sub string) (*Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -87,7 +98,7 @@ func (r *Repo) Snapshot(ctx context.Context, rev string) (*Snapshot, error) {
 		dirs:    map[string]*treeDir{},
 	}
 	fsys := &treeFS{t: t, base: "."}
-	if sub := r.Subdir(); sub != "." {
+	if sub != "." {
 		s, err := fsys.Sub(sub)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", commit.Short, err)

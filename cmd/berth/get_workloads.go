@@ -127,7 +127,7 @@ func getWorkloads(ctx context.Context, e *env, o statusOpts, kind, namespace str
 func lastApplied(ctx context.Context, st *statusView) (bool, error) {
 	rev := st.head.Hash
 	for range historyLimit {
-		snap, err := st.store.Snapshot(ctx, rev+"^")
+		snap, err := st.store.RootSnapshot(ctx, rev+"^")
 		if errors.Is(err, gitsource.ErrUnknownRevision) {
 			return false, nil
 		}
@@ -273,7 +273,7 @@ func firstRecorded(ctx context.Context, repo *gitsource.Repo, head gitsource.Com
 	}
 	rev := head.Hash
 	for i := 0; i < limit && len(pending) > 0; i++ {
-		snap, err := repo.Snapshot(ctx, rev+"^")
+		snap, err := repo.RootSnapshot(ctx, rev+"^")
 		if errors.Is(err, gitsource.ErrUnknownRevision) {
 			break // the root commit
 		}

@@ -191,7 +191,7 @@ func (v *statusView) load(ctx context.Context, e *env, o statusOpts) error {
 		v.source = rev
 	}
 	v.branch = statusBranchOf(v.branch, v.source.Desired)
-	snap, err := v.store.Snapshot(ctx, v.branch)
+	snap, err := v.store.RootSnapshot(ctx, v.branch)
 	if errors.Is(err, gitsource.ErrUnknownRevision) {
 		return fmt.Errorf("%w on %s: run berth reconcile --once", errNoStatus, v.branch)
 	}
