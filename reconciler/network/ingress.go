@@ -43,11 +43,15 @@ func (s *state) ingress() *api.Ingress {
 	}
 	out := &api.Ingress{HTTPPort: spec.HTTPPort, HTTPSPort: spec.HTTPSPort}
 	var defaultFrom *render.Object
+	var ingresses []*render.Object
 	for _, o := range s.d.Objects {
-		ing, ok := o.Obj.(*networkingv1.Ingress)
-		if !ok || !served(ing, class, spec.Default) {
-			continue
+		if ing, ok := o.Obj.(*networkingv1.Ingress); ok && served(ing, class, spec.Default) {
+			ingresses = append(ingresses, o)
 		}
+	}
+	slices.SortFunc(ingresses, func(a, b *render.Object) int { return a.Key().Compare(b.Key()) })
+	for _, o := range ingresses {
+		ing := o.Obj.(*networkingv1.Ingress)
 		if machines == 0 {
 			s.diag(render.SeverityWarning, o, "spec", "no machine serves Ingresses of class %s: set the Cluster's spec.ingress.machineSelector", class)
 			continue

@@ -108,6 +108,11 @@ func (s *state) policies() map[string][]api.NetworkPolicy {
 			}
 		}
 	}
+	for _, ps := range out {
+		slices.SortFunc(ps, func(a, b api.NetworkPolicy) int {
+			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), a.Pods[0].Compare(b.Pods[0]))
+		})
+	}
 	return out
 }
 
