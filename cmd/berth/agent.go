@@ -16,6 +16,7 @@ import (
 
 	"berth.dev/berth/nodes/agent"
 	"berth.dev/berth/nodes/agent/httpapi"
+	"berth.dev/berth/nodes/agent/network"
 	"berth.dev/berth/nodes/runtime"
 	"berth.dev/berth/render/api/v1alpha1"
 )
@@ -32,6 +33,13 @@ controller reaches that socket through SSH. It refuses to start while
 another agent serves the socket. The desired pods are kept under
 --state-dir, so an agent that restarts adopts the containers it left
 running instead of restarting them.
+
+The controller also sets the machine's network: the agent then attaches
+new pods to a bridge (berth0) with the standard CNI plugins
+(/usr/lib/cni), routes the other machines' pod CIDRs, writes Service
+routing and NetworkPolicies into the nftables table "berth", serves the
+cluster DNS on port 53 of the pod gateway, and holds LoadBalancer
+addresses. Until it does, pods have loopback only.
 
 On SIGTERM or SIGINT it stops taking requests, lets those in progress
 finish (up to 10s), and exits. Pods keep running while no agent is there.
@@ -137,7 +145,17 @@ func serveAgent(ctx context.Context, cfg agentConfig) error {
 	if err != nil {
 		cfg.log.Warn("runc version unknown", "err", err)
 	}
+	netw, err := network.New(network.Options{
+		Pods:     rt,
+		StateDir: filepath.Join(cfg.stateDir, "network"),
+		Logger:   cfg.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer netw.Close()
 	m, err := agent.New(agent.Options{
+		Network:      netw,
 		RuncVersion:  runcVersion,
 		Runtime:      rt,
 		StateDir:     cfg.stateDir,

@@ -78,6 +78,9 @@ type Sandbox struct {
 	NetNS string
 	// Dir is the pod's directory on the machine (volumes live under it).
 	Dir string
+	// PodIPs are the pod's addresses on the pod network (none while it
+	// has loopback only).
+	PodIPs []string
 }
 
 // ContainerConfig is everything needed to create one container instance.

@@ -56,8 +56,10 @@ type podView struct {
 	// (before a reboot): init containers that completed there run again.
 	OldSandbox  map[string]bool
 	Terminating bool
-	Probes      func(id string, c *corev1.Container) probeView
-	Now         time.Time
+	// PodIP is the sandbox's first pod network address ("" for none).
+	PodIP  string
+	Probes func(id string, c *corev1.Container) probeView
+	Now    time.Time
 }
 
 // instancesByName groups container instances by container name, newest
@@ -182,6 +184,7 @@ func computeStatus(v podView) api.PodStatus {
 		Hash:        v.Hash,
 		Labels:      pod.Labels,
 		Terminating: v.Terminating,
+		PodIP:       v.PodIP,
 		Reason:      v.Reason,
 		Message:     v.Message,
 		StartedAt:   v.StartedAt,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,7 +185,7 @@ func testEcho(t *testing.T, h *harness, image string) {
 			t.Errorf("adopted container %+v", st)
 		}
 		sbs, err := h.rt.ListSandboxes(ctx)
-		if err != nil || len(sbs) != 1 || sbs[0] != sb {
+		if err != nil || len(sbs) != 1 || !reflect.DeepEqual(sbs[0], sb) {
 			t.Errorf("ListSandboxes = %+v, %v", sbs, err)
 		}
 		// The log driver outlived the old runtime.

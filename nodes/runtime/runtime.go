@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -122,6 +123,12 @@ type Runtime struct {
 	agentID  string
 	nsMade   atomic.Bool
 	cgroupV2 bool
+
+	// netMu guards podNet; CreateSandbox holds it for reading while it
+	// attaches, so that SetPodNetwork's collection of leaked addresses
+	// never sees an attach in progress.
+	netMu  sync.RWMutex
+	podNet PodNetwork
 }
 
 var _ agent.Runtime = (*Runtime)(nil)

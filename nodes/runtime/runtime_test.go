@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -224,7 +225,7 @@ func testSandbox(t *testing.T, h *harness) {
 		t.Errorf("hosts file:\n%s", hosts)
 	}
 	again, err := h.rt.CreateSandbox(ctx, pod)
-	if err != nil || again != sb {
+	if err != nil || !reflect.DeepEqual(again, sb) {
 		t.Errorf("second CreateSandbox = %+v, %v; want the same sandbox", again, err)
 	}
 

@@ -43,7 +43,7 @@ type sandboxRecord struct {
 }
 
 func (s *sandboxRecord) sandbox() agent.Sandbox {
-	return agent.Sandbox{PodUID: s.PodUID, Pod: s.Namespace + "/" + s.Name, NetNS: s.NetNS, Dir: s.Dir}
+	return agent.Sandbox{PodUID: s.PodUID, Pod: s.Namespace + "/" + s.Name, NetNS: s.NetNS, Dir: s.Dir, PodIPs: slices.Clone(s.PodIPs)}
 }
 
 // The pod's files the runtime writes under its directory and mounts into
@@ -124,7 +124,8 @@ func podHostname(pod *api.Pod) string {
 }
 
 // CreateSandbox makes the pod's network namespace (none with
-// hostNetwork), IPC and UTS namespaces shared by its containers, its
+// hostNetwork), attached to the pod network when one is set (see
+// SetPodNetwork), IPC and UTS namespaces shared by its containers, its
 // directory (StateDir/pods/<uid>) with the hosts, hostname and resolv.conf
 // files its containers mount, and records it. A sandbox that exists is
 // returned as it is, its namespaces made again if they were lost (a
@@ -153,11 +154,13 @@ func (r *Runtime) CreateSandbox(ctx context.Context, pod *api.Pod) (agent.Sandbo
 			CreatedAt:   time.Now().UTC(),
 		}
 	}
-	if err := r.makeSandbox(pod, rec); err != nil {
-		r.removeSandbox(rec)
+	r.netMu.RLock()
+	defer r.netMu.RUnlock()
+	if err := r.makeSandbox(ctx, pod, rec, r.podNet); err != nil {
+		r.removeSandbox(context.WithoutCancel(ctx), rec)
 		return agent.Sandbox{}, fmt.Errorf("create sandbox for %s: %w", pod.Key(), err)
 	}
-	r.log.Info("created sandbox", "pod", pod.Key(), "uid", pod.UID, "netns", rec.NetNS)
+	r.log.Info("created sandbox", "pod", pod.Key(), "uid", pod.UID, "netns", rec.NetNS, "ips", rec.PodIPs)
 	return rec.sandbox(), nil
 }
 
@@ -177,10 +180,11 @@ func (r *Runtime) sandboxIntact(rec *sandboxRecord) (bool, error) {
 	return true, nil
 }
 
-func (r *Runtime) makeSandbox(pod *api.Pod, rec *sandboxRecord) error {
+func (r *Runtime) makeSandbox(ctx context.Context, pod *api.Pod, rec *sandboxRecord, pn PodNetwork) error {
 	if err := os.MkdirAll(etcDir(rec.Dir), 0o755); err != nil {
 		return err
 	}
+	rec.PodIPs = nil
 	if !rec.HostNetwork {
 		if rec.NetNS != "" {
 			netns.Remove(rec.NetNS) // a stale file from before a reboot
@@ -190,6 +194,11 @@ func (r *Runtime) makeSandbox(pod *api.Pod, rec *sandboxRecord) error {
 			return err
 		}
 		rec.NetNS = p
+		if pn.CNI != nil {
+			if err := r.attach(ctx, pn.CNI, rec); err != nil {
+				return err
+			}
+		}
 	}
 	base := filepath.Join(nsDir(r.opts.StateDir), rec.PodUID)
 	rec.IPCNS = filepath.Join(base, "ipc")
@@ -201,7 +210,7 @@ func (r *Runtime) makeSandbox(pod *api.Pod, rec *sandboxRecord) error {
 	if err := newPersistentNS(rec.IPCNS, rec.UTSNS, rec.Hostname); err != nil {
 		return err
 	}
-	if err := writePodEtc(rec, pod); err != nil {
+	if err := r.writePodEtc(rec, pod, pn); err != nil {
 		return err
 	}
 	return r.writeRecord(rec)
@@ -209,7 +218,7 @@ func (r *Runtime) makeSandbox(pod *api.Pod, rec *sandboxRecord) error {
 
 // writePodEtc writes the hosts, hostname and resolv.conf files that every
 // container of the pod mounts.
-func writePodEtc(rec *sandboxRecord, pod *api.Pod) error {
+func (r *Runtime) writePodEtc(rec *sandboxRecord, pod *api.Pod, pn PodNetwork) error {
 	dir := etcDir(rec.Dir)
 	hostname := rec.Hostname
 	var hosts []byte
@@ -224,15 +233,13 @@ func writePodEtc(rec *sandboxRecord, pod *api.Pod) error {
 			hostname = h
 		}
 	} else {
-		hosts = hostsFile(hostname)
+		hosts = hostsFile(hostname, rec.PodIPs)
 	}
-	resolv, err := os.ReadFile("/etc/resolv.conf")
+	host, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("resolv.conf: %w", err)
 	}
-	if dc := pod.Spec.DNSConfig; dc != nil {
-		resolv = mergeResolvConf(resolv, dc.Nameservers, dc.Searches, dnsOptions(dc))
-	}
+	resolv := r.podResolvConf(pn, pod, host)
 	for name, data := range map[string][]byte{
 		"hosts":       hosts,
 		"hostname":    []byte(hostname + "\n"),
@@ -245,9 +252,9 @@ func writePodEtc(rec *sandboxRecord, pod *api.Pod) error {
 	return nil
 }
 
-// hostsFile is the pod's /etc/hosts: localhost and, until the pod has an
-// address on the pod network, its hostname on a loopback address.
-func hostsFile(hostname string) []byte {
+// hostsFile is the pod's /etc/hosts: localhost and its hostname on its
+// pod network addresses or, without any, on a loopback address.
+func hostsFile(hostname string, podIPs []string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# berth-managed hosts file.\n")
 	b.WriteString("127.0.0.1\tlocalhost\n")
@@ -256,7 +263,12 @@ func hostsFile(hostname string) []byte {
 	b.WriteString("fe00::0\tip6-mcastprefix\n")
 	b.WriteString("fe00::1\tip6-allnodes\n")
 	b.WriteString("fe00::2\tip6-allrouters\n")
-	fmt.Fprintf(&b, "127.0.1.1\t%s\n", hostname)
+	if len(podIPs) == 0 {
+		podIPs = []string{"127.0.1.1"}
+	}
+	for _, ip := range podIPs {
+		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
+	}
 	return b.Bytes()
 }
 
@@ -372,7 +384,7 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 	} else if err != nil {
 		return err
 	}
-	if err := r.removeSandbox(rec); err != nil {
+	if err := r.removeSandbox(ctx, rec); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", podUID, err)
 	}
 	if err := os.Remove(r.recordPath(podUID)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -382,7 +394,14 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 	return nil
 }
 
-func (r *Runtime) removeSandbox(rec *sandboxRecord) error {
+// removeSandbox undoes makeSandbox: CNI DEL first (while the namespace
+// still holds the pod's end of its veth), then the namespaces, directory
+// and cgroup. A failed DEL stops it, so that it is tried again with the
+// record still there.
+func (r *Runtime) removeSandbox(ctx context.Context, rec *sandboxRecord) error {
+	if err := r.detach(ctx, rec); err != nil {
+		return err
+	}
 	var errs []error
 	if rec.NetNS != "" {
 		errs = append(errs, netns.Remove(rec.NetNS))
@@ -402,11 +421,24 @@ func (r *Runtime) removeSandbox(rec *sandboxRecord) error {
 
 // ListSandboxes returns the sandboxes recorded under the state directory.
 func (r *Runtime) ListSandboxes(ctx context.Context) ([]agent.Sandbox, error) {
+	recs, err := r.records()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]agent.Sandbox, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, rec.sandbox())
+	}
+	return out, nil
+}
+
+// records reads every sandbox record, sorted by pod UID.
+func (r *Runtime) records() ([]*sandboxRecord, error) {
 	ents, err := os.ReadDir(sandboxRecordDir(r.opts.StateDir))
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
-	var out []agent.Sandbox
+	var out []*sandboxRecord
 	for _, e := range ents {
 		uid, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || checkPodUID(uid) != nil {
@@ -419,7 +451,7 @@ func (r *Runtime) ListSandboxes(ctx context.Context) ([]agent.Sandbox, error) {
 			}
 			return nil, fmt.Errorf("list sandboxes: %w", err)
 		}
-		out = append(out, rec.sandbox())
+		out = append(out, rec)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PodUID < out[j].PodUID })
 	return out, nil
