@@ -270,7 +270,9 @@ func (s *state) peers(o *render.Object, field string, in []networkingv1.NetworkP
 				continue
 			}
 			for _, p := range n.all {
-				if !seen[p] && podSel.Matches(labels.Set(p.labels)) {
+				// A host-network pod's address is its machine's: allowing
+				// it would allow the whole machine.
+				if !seen[p] && !p.hostNetwork() && podSel.Matches(labels.Set(p.labels)) {
 					seen[p] = true
 					pods = append(pods, p)
 				}
