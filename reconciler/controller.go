@@ -109,7 +109,8 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 
 		wait := resync
 		if desired != nil {
-			if err := cv.step(ctx, desired, &memory, last, res, now(), log); err != nil {
+			t0 := time.Now()
+			if err := cv.step(ctx, desired, &memory, last, res, now(), nil, nil, log); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -131,11 +132,12 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 					c.writeStatus(ctx, status.Input{Commit: current, Pass: p, Observed: res.Observed}, log)
 					outcome, written = st, now()
 				}
+				pw := pollWait(poll, time.Since(t0))
 				if st == status.Progressing {
-					wait = poll
+					wait = pw
 				}
 				if !p.Wake.IsZero() {
-					wait = min(wait, max(p.Wake.Sub(now()), poll))
+					wait = min(wait, max(p.Wake.Sub(now()), pw))
 				}
 			}
 		}

@@ -21,8 +21,19 @@ type Machines interface {
 	SetPods(ctx context.Context, machine string, pods api.DesiredPods) error
 }
 
-// DefaultPoll is how often Converge looks again while the fleet changes.
-const DefaultPoll = 250 * time.Millisecond
+// DefaultPoll is how often Converge looks again while the fleet changes,
+// at most: a pass that takes longer waits PollRatio times its own length
+// before the next, so that the controller spends at most a fifth of its
+// time planning however large the fleet.
+const (
+	DefaultPoll = 50 * time.Millisecond
+	PollRatio   = 4
+)
+
+// pollWait is the wait after a pass that took took.
+func pollWait(poll, took time.Duration) time.Duration {
+	return max(poll, PollRatio*took)
+}
 
 // Converge applies one desired state until the fleet has converged on it:
 // observe, plan (package live), send every machine its set, and again,
@@ -40,6 +51,14 @@ type Converge struct {
 	Logger   *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// First, when set, is what the machines reported just before Run; the
+	// first pass plans from it instead of asking again (berth apply has
+	// checked it against a saved plan).
+	First []live.Observed
+	// Verify, when set, sees the first pass before anything is sent; an
+	// error ends Run with nothing sent (berth apply: the pass must send
+	// what the saved plan says).
+	Verify func(p *live.Pass) error
 }
 
 // Result is where Converge stopped.
@@ -72,17 +91,20 @@ func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live
 	}
 	res := &Result{}
 	last := map[string]*api.DesiredPods{}
+	first, verify := c.First, c.Verify
 	for {
-		if err := c.step(ctx, desired, &memory, last, res, now(), log); err != nil {
+		t0 := time.Now()
+		if err := c.step(ctx, desired, &memory, last, res, now(), first, verify, log); err != nil {
 			return res, err
 		}
+		first, verify = nil, nil
 		p := res.Pass
 		if p.Converged && len(res.SendErrors) == 0 {
 			return res, nil
 		}
-		wait := poll
+		wait := pollWait(poll, time.Since(t0))
 		if !p.Wake.IsZero() && p.Changes() == 0 {
-			wait = min(max(p.Wake.Sub(now()), poll), 10*poll)
+			wait = min(max(p.Wake.Sub(now()), wait), 10*wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -94,14 +116,23 @@ func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live
 
 // step is one pass: observe, plan from *memory, send; res and *memory
 // take its outcome, last the sets sent.
-func (c *Converge) step(ctx context.Context, desired *render.Desired, memory *live.Memory, last map[string]*api.DesiredPods, res *Result, now time.Time, log *slog.Logger) error {
-	obs, err := c.Machines.Observe(ctx)
-	if err != nil {
-		return fmt.Errorf("observe the fleet: %w", err)
+// A non-nil obs is used instead of observing; verify, when set, may veto
+// the pass before anything is sent.
+func (c *Converge) step(ctx context.Context, desired *render.Desired, memory *live.Memory, last map[string]*api.DesiredPods, res *Result, now time.Time, obs []live.Observed, verify func(*live.Pass) error, log *slog.Logger) error {
+	if obs == nil {
+		var err error
+		if obs, err = c.Machines.Observe(ctx); err != nil {
+			return fmt.Errorf("observe the fleet: %w", err)
+		}
 	}
 	p, err := live.Plan(live.Input{Desired: desired, Observed: obs, Memory: *memory, Last: last, Now: now}, c.Options)
 	if err != nil {
 		return fmt.Errorf("plan: %w", err)
+	}
+	if verify != nil {
+		if err := verify(p); err != nil {
+			return err
+		}
 	}
 	res.Pass, res.Observed = p, obs
 	res.Passes++

@@ -55,7 +55,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"agent", "run the node agent (on each machine; bootstrap starts it)", runAgent},
-		{"bench", "measure the agent against podman on this machine (bench agent)", runBench},
+		{"apply", "carry out a plan saved with plan --out, if the fleet is still as planned", runApply},
+		{"bench", "measure the agent against podman (bench agent), and push to ready on a lab (bench push)", runBench},
 		{"get", "show pods, machines and workloads, with kubectl's columns", runGet},
 		{"lab", "make a local lab of machines on this host (up, down, status)", runLab},
 		{"machines", "install and inspect the agent on the fleet's machines over SSH (bootstrap, status, uninstall)", runMachines},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -24,6 +25,9 @@ Without --from, the plan is against the machines: every agent is asked
 over SSH what it runs (--ssh-key, --known-hosts), and the plan lists what
 each machine would be told, pod by pod, with why (a rolling update step,
 a pod pruned, one that fits nowhere and why). Nothing is changed.
+--out FILE also saves that plan; berth apply FILE carries it out only if
+the branch, the status branch and what every machine runs are still as
+they were when it was made.
 
 Secret values never appear in any output. Validation errors and policy
 denials in the --to revision are errors.
@@ -36,10 +40,11 @@ Examples:
   berth plan --repo https://git.example.com/fleet.git --from v1.4 --to main -o markdown
   berth plan --repo . --path examples/quickstart --from empty
   berth plan                      # against the machines of $BERTH_REPO
+  berth plan --out plan.json && berth apply plan.json
 `
 
 func runPlan(ctx context.Context, e *env, args []string) int {
-	fs := newFlags(e, "plan", "--from REV [--to REV] [--repo PATH|URL] [--path DIR] [-o text|markdown|json] [--detailed-exitcode]", planHelp)
+	fs := newFlags(e, "plan", "[--from REV] [--to REV] [--repo PATH|URL] [--path DIR] [-o text|markdown|json] [--out FILE] [--detailed-exitcode]", planHelp)
 	repoArg := fs.String("repo", envOr(e, "BERTH_REPO", "."), "fleet repository: a local `path` or a URL (env BERTH_REPO)")
 	path := fs.String("path", "", "`directory` of the repository that holds the fleet (default: all of it)")
 	from := fs.String("from", "", "`revision` to compare from, or \"empty\"")
@@ -47,6 +52,7 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 	output := fs.String("o", "text", "output `format`: text, markdown or json")
 	fs.StringVar(output, "output", "text", "same as -o")
 	detailed := fs.Bool("detailed-exitcode", false, "exit 0 when nothing changes, 2 when something does, 1 on errors")
+	out := fs.String("out", "", "also save the plan against the machines to `file`, for berth apply")
 	sshKey := fs.String("ssh-key", envOr(e, "BERTH_SSH_KEY", ""), "private key `file` for an ssh:// repository (env BERTH_SSH_KEY; default: ssh-agent)")
 	knownHosts := fs.String("known-hosts", envOr(e, "BERTH_KNOWN_HOSTS", ""), "known_hosts `file` for an ssh:// repository (env BERTH_KNOWN_HOSTS)")
 	if code, stop := parse(e, fs, args); stop {
@@ -67,7 +73,11 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 			fmt.Fprintln(e.stderr, "berth plan: --path needs --from (a plan against the machines reads the whole repository)")
 			return exitUsage
 		}
-		return planLive(ctx, e, *repoArg, *to, *sshKey, *knownHosts, *output, *detailed)
+		return planLive(ctx, e, *repoArg, *to, *sshKey, *knownHosts, *output, *out, *detailed)
+	}
+	if *out != "" {
+		fmt.Fprintln(e.stderr, "berth plan: --out saves a plan against the machines; it cannot be used with --from")
+		return exitUsage
 	}
 
 	repo, err := gitsource.OpenOrClone(ctx, *repoArg, gitsource.CloneOptions{SSHKeyPath: *sshKey, KnownHosts: *knownHosts})
@@ -100,7 +110,7 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 }
 
 // planLive plans revision rev against what the machines report.
-func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, output string, detailed bool) int {
+func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, output, out string, detailed bool) int {
 	repo, err := gitsource.OpenOrClone(ctx, repoArg, gitsource.CloneOptions{SSHKeyPath: sshKey, KnownHosts: knownHosts})
 	if err != nil {
 		return fail(e, "plan: %v", err)
@@ -117,7 +127,8 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 		}
 		return exitError
 	}
-	memory, _ := readMemory(ctx, repo, statusBranchOf("", d))
+	statusBranch := statusBranchOf("", d)
+	prev := readStatus(ctx, repo, statusBranch)
 	sshc, err := sshConfig(machinesOpts{sshKey: sshKey, knownHosts: knownHosts}, logger(e, false))
 	if err != nil {
 		return fail(e, "plan: %v", err)
@@ -131,9 +142,22 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}
-	p, err := live.Plan(live.Input{Desired: d, Observed: obs, Memory: memory, Now: time.Now()}, live.Options{})
+	opts := live.Options{RescheduleAfter: defaultRescheduleAfter}
+	p, err := live.Plan(live.Input{Desired: d, Observed: obs, Memory: prev.memory, Now: time.Now()}, opts)
 	if err != nil {
 		return fail(e, "plan: %v", err)
+	}
+	if out != "" {
+		repoRec := repoArg
+		if !gitsource.IsURL(repoArg) {
+			if abs, err := filepath.Abs(repoArg); err == nil {
+				repoRec = abs
+			}
+		}
+		saved := reconciler.NewSavedPlan(repoRec, rev, r.Commit, statusBranch, prev.commit, obs, opts, p)
+		if err := writeFileAtomic(out, saved); err != nil {
+			return fail(e, "plan: save: %v", err)
+		}
 	}
 	switch output {
 	case "json":
@@ -150,8 +174,33 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	if err != nil {
 		return fail(e, "plan: write: %v", err)
 	}
+	if out != "" && output == "text" {
+		fmt.Fprintf(e.stdout, "\nSaved to %s. To apply exactly this plan: berth apply %s\n", out, out)
+	}
 	if detailed && (p.Changes() > 0 || len(p.Unschedulable) > 0) {
 		return exitChanges
 	}
 	return exitOK
+}
+
+// writeFileAtomic writes v as indented JSON to a temporary file next to
+// path and renames it into place, so a plan file is whole or absent.
+func writeFileAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

@@ -38,19 +38,23 @@ Examples:
   berth reconcile --once --timeout 10m -o json
 `
 
+// defaultRescheduleAfter is how long a machine may be unreachable before
+// its Deployments' and Jobs' pods are started elsewhere.
+const defaultRescheduleAfter = 5 * time.Minute
+
 func runReconcile(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "reconcile", "--once [flags]", reconcileHelp)
-	var o machinesOpts
-	fleetFlags(fs, e, &o, "`branch` to reconcile")
-	fs.BoolVar(&o.verbose, "v", false, "log every pass and connection event to stderr")
+	var j applyJob
+	fleetFlags(fs, e, &j.o, "`branch` to reconcile")
+	fs.BoolVar(&j.o.verbose, "v", false, "log every pass and connection event to stderr")
 	once := fs.Bool("once", false, "one pass, then exit (the only mode for now; berth serve watches the branch)")
-	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for the fleet to converge")
-	statusBranch := fs.String("status-branch", "", "`branch` for status commits (default: the Cluster's spec.statusBranch, else berth/status)")
-	noStatus := fs.Bool("no-status", false, "write no status commit or note")
-	allowEmpty := fs.Bool("allow-empty", false, "apply a commit without any workload even though machines run pods (stops them all)")
-	reschedule := fs.Duration("reschedule-after", 5*time.Minute, "how long a machine may be unreachable before its Deployments' and Jobs' pods are started elsewhere")
-	output := fs.String("o", "text", "output `format`: text or json")
-	fs.StringVar(output, "output", "text", "same as -o")
+	fs.DurationVar(&j.timeout, "timeout", 5*time.Minute, "longest wait for the fleet to converge")
+	fs.StringVar(&j.statusBranch, "status-branch", "", "`branch` for status commits (default: the Cluster's spec.statusBranch, else berth/status)")
+	fs.BoolVar(&j.noStatus, "no-status", false, "write no status commit or note")
+	fs.BoolVar(&j.opts.AllowEmpty, "allow-empty", false, "apply a commit without any workload even though machines run pods (stops them all)")
+	fs.DurationVar(&j.opts.RescheduleAfter, "reschedule-after", defaultRescheduleAfter, "how long a machine may be unreachable before its Deployments' and Jobs' pods are started elsewhere")
+	fs.StringVar(&j.output, "o", "text", "output `format`: text or json")
+	fs.StringVar(&j.output, "output", "text", "same as -o")
 	if code, stop := parse(e, fs, args); stop {
 		return code
 	}
@@ -61,71 +65,118 @@ func runReconcile(ctx context.Context, e *env, args []string) int {
 	case fs.NArg() > 0:
 		fmt.Fprintf(e.stderr, "berth reconcile: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
-	case *output != "text" && *output != "json":
-		fmt.Fprintf(e.stderr, "berth reconcile: -o must be text or json, not %q\n", *output)
+	case j.output != "text" && j.output != "json":
+		fmt.Fprintf(e.stderr, "berth reconcile: -o must be text or json, not %q\n", j.output)
 		return exitUsage
-	case o.repo == "":
+	case j.o.repo == "":
 		fmt.Fprintln(e.stderr, "berth reconcile: no fleet repository: give --repo or set BERTH_REPO")
 		return exitUsage
 	}
-	log := logger(e, o.verbose)
+	j.name, j.rev = "reconcile", j.o.branch
+	return j.run(ctx, e)
+}
+
+// applyJob is one reconcile of one revision until converged: berth
+// reconcile --once, and berth apply of a saved plan.
+type applyJob struct {
+	name string // the command, for messages
+	o    machinesOpts
+	// rev is the revision to apply; the status is written about it, and
+	// o.branch is the branch status must never be written to.
+	rev          string
+	timeout      time.Duration
+	statusBranch string
+	noStatus     bool
+	opts         live.Options
+	output       string
+	// saved, when set, is the plan to apply: the revision, the status
+	// branch and what the machines report must be as when it was made, and
+	// the first pass must send what it says.
+	saved *reconciler.SavedPlan
+}
+
+func (j *applyJob) run(ctx context.Context, e *env) int {
+	log := logger(e, j.o.verbose)
 	start := time.Now()
 
-	repo, err := gitsource.OpenOrClone(ctx, o.repo, gitsource.CloneOptions{SSHKeyPath: o.sshKey, KnownHosts: o.knownHosts})
+	repo, err := gitsource.OpenOrClone(ctx, j.o.repo, gitsource.CloneOptions{SSHKeyPath: j.o.sshKey, KnownHosts: j.o.knownHosts})
 	if err != nil {
-		return fail(e, "reconcile: %v", err)
+		return fail(e, "%s: %v", j.name, err)
 	}
 	defer repo.Close()
-	rev, err := reconciler.LoadRevision(ctx, repo, o.branch, reconciler.OfflineOptions{}, nil)
+	rev, err := reconciler.LoadRevision(ctx, repo, j.rev, reconciler.OfflineOptions{}, nil)
 	if err != nil {
-		return fail(e, "reconcile: %v", err)
+		return fail(e, "%s: %v", j.name, err)
 	}
 	d := rev.Desired
-	branch := statusBranchOf(*statusBranch, d)
-	memory, running := readMemory(ctx, repo, branch)
-	rec := &reconcileRun{e: e, repo: repo, commit: rev.Commit, watched: o.branch, statusBranch: branch, write: !*noStatus, running: running}
+	branch := statusBranchOf(j.statusBranch, d)
+	prev := readStatus(ctx, repo, branch)
+	memory := prev.memory
+	if j.saved != nil {
+		// Where the planned revision (a branch, usually) points now.
+		now, err := repo.Resolve(j.saved.Rev)
+		if err != nil {
+			return fail(e, "%s: %v", j.name, err)
+		}
+		if err := j.saved.CheckSource(now.Hash, prev.commit); err != nil {
+			return fail(e, "%s: %v", j.name, err)
+		}
+	}
+	rec := &reconcileRun{e: e, repo: repo, commit: rev.Commit, watched: j.o.branch, statusBranch: branch, write: !j.noStatus, running: prev.running}
 
 	if d.Diagnostics.HasErrors() {
 		problems := d.Diagnostics.ErrorLines()
-		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: running, Memory: &memory}, *output)
-		fmt.Fprintf(e.stderr, "berth: reconcile: %s does not apply; nothing was changed on the machines:\n", short(rev.Commit))
+		rec.finish(ctx, status.Input{Commit: rev.Commit, Problems: problems, Running: prev.running, Memory: &memory}, j.output)
+		fmt.Fprintf(e.stderr, "berth: %s: %s does not apply; nothing was changed on the machines:\n", j.name, short(rev.Commit))
 		for _, p := range problems {
 			fmt.Fprintln(e.stderr, "  "+p)
 		}
 		return exitError
 	}
 
-	sshc, err := sshConfig(o, log)
+	sshc, err := sshConfig(j.o, log)
 	if err != nil {
-		return fail(e, "reconcile: %v", err)
+		return fail(e, "%s: %v", j.name, err)
 	}
 	fl, err := nodefleet.New(d.Machines(), nodefleet.Options{SSH: sshc, Logger: log})
 	if err != nil {
-		return fail(e, "reconcile: %v", err)
+		return fail(e, "%s: %v", j.name, err)
 	}
 	defer fl.Close()
 
-	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	cctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
-	progress := newProgress(e, *output == "text")
 	c := &reconciler.Converge{
 		Machines: fleetMachines{fl},
-		Options:  live.Options{AllowEmpty: *allowEmpty, RescheduleAfter: *reschedule},
-		Progress: progress,
+		Options:  j.opts,
+		Progress: newProgress(e, j.output == "text"),
 		Logger:   log,
 	}
+	if j.saved != nil {
+		obs, err := c.Machines.Observe(cctx)
+		if err != nil {
+			return fail(e, "%s: %v", j.name, err)
+		}
+		if err := j.saved.CheckObserved(obs); err != nil {
+			return fail(e, "%s: %v", j.name, err)
+		}
+		c.First, c.Verify = obs, j.saved.CheckPass
+	}
 	res, err := c.Run(cctx, d, memory)
+	if errors.Is(err, reconciler.ErrStalePlan) {
+		return fail(e, "%s: %v", j.name, err) // nothing was sent
+	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		var problems []string
 		if res.Pass == nil {
 			problems = []string{err.Error()}
 		}
-		rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed, Problems: problems, Running: running}, *output)
-		return fail(e, "reconcile: %v", err)
+		rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed, Problems: problems, Running: prev.running}, j.output)
+		return fail(e, "%s: %v", j.name, err)
 	}
-	st := rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed}, *output)
+	st := rec.finish(ctx, status.Input{Commit: rev.Commit, Pass: res.Pass, Observed: res.Observed}, j.output)
 	took := time.Since(start).Round(time.Millisecond)
-	if *output == "json" {
+	if j.output == "json" {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(struct {
@@ -141,7 +192,7 @@ func runReconcile(ctx context.Context, e *env, args []string) int {
 	if st.Summary.Outcome == status.Ready {
 		return exitOK
 	}
-	fmt.Fprintf(e.stderr, "berth: reconcile: not converged within %v:\n", *timeout)
+	fmt.Fprintf(e.stderr, "berth: %s: not converged within %v:\n", j.name, j.timeout)
 	for _, l := range [][]string{st.Summary.Errors, st.Summary.Unschedulable, st.Summary.NotConverged, st.Summary.Unreachable} {
 		for _, x := range l {
 			fmt.Fprintln(e.stderr, "  "+x)
@@ -232,34 +283,44 @@ func statusBranchOf(flag string, d *render.Desired) string {
 	return gitsource.DefaultStatusBranch
 }
 
-// readMemory reads the controller's memory, and the commit its status is
-// about, from the status branch; nothing when there is none yet or it
-// cannot be read (a pass rebuilds what it needs from the machines).
-func readMemory(ctx context.Context, repo *gitsource.Repo, branch string) (live.Memory, string) {
-	var mem live.Memory
-	snap, err := repo.Snapshot(ctx, branch)
+// prevStatus is what the status branch says of the previous pass.
+type prevStatus struct {
+	// memory is the controller's memory (empty when there is none or it
+	// cannot be read: a pass rebuilds what it needs from the machines).
+	memory live.Memory
+	// running is the commit that runs: the summary's, unless that one
+	// failed, which names the one still running.
+	running string
+	// commit is the status branch's head ("" when there is none).
+	commit string
+}
+
+// readStatus reads the status branch; nothing when there is none yet or
+// it cannot be read.
+func readStatus(ctx context.Context, repo *gitsource.Repo, branch string) prevStatus {
+	var ps prevStatus
+	snap, err := repo.RootSnapshot(ctx, branch)
 	if err != nil {
-		return mem, ""
+		return ps
 	}
+	ps.commit = snap.Commit.Hash
 	if b, err := fs.ReadFile(snap.FS, status.MemoryFile); err == nil {
-		if json.Unmarshal(b, &mem) != nil {
-			mem = live.Memory{}
+		if json.Unmarshal(b, &ps.memory) != nil {
+			ps.memory = live.Memory{}
 		}
 	}
-	// The commit that runs: the summary's, unless that one failed, which
-	// names the one still running.
 	var sum struct {
 		Commit  string `yaml:"commit"`
 		Outcome string `yaml:"outcome"`
 		Running string `yaml:"running"`
 	}
 	if b, err := fs.ReadFile(snap.FS, "summary.yaml"); err == nil && yaml.Unmarshal(b, &sum) == nil {
+		ps.running = sum.Commit
 		if sum.Outcome == status.Failed {
-			return mem, sum.Running
+			ps.running = sum.Running
 		}
-		return mem, sum.Commit
 	}
-	return mem, ""
+	return ps
 }
 
 func short(commit string) string {

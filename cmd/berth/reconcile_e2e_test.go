@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,8 +147,24 @@ func TestReconcileE2E(t *testing.T) {
 	v2 := pushChange(t, l.Repo, "echo 2", func(dir string) {
 		editFile(t, filepath.Join(dir, "app.yaml"), "berth/echo:1", "berth/echo:2")
 	})
-	if code, out, _ := run("plan", "--detailed-exitcode"); code != exitChanges || !strings.Contains(out, "default/echo-") {
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	if code, out, _ := run("plan", "--detailed-exitcode", "--out", planFile); code != exitChanges || !strings.Contains(out, "default/echo-") {
 		t.Errorf("plan of the image change: exit %d\n%s", code, out)
+	}
+	// A saved plan whose branch moved since is refused, nothing sent.
+	pushChange(t, l.Repo, "a comment", func(dir string) {
+		editFile(t, filepath.Join(dir, "app.yaml"), "apiVersion: apps/v1", "# reviewed\napiVersion: apps/v1")
+	})
+	if code, _, errOut := run("apply", planFile); code != exitError || !strings.Contains(errOut, "stale") || !strings.Contains(errOut, "was at "+v2[:7]+" when planned") {
+		t.Errorf("apply of a plan whose branch moved: exit %d, %q", code, errOut)
+	}
+	for _, p := range pods() {
+		if !strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:1") {
+			t.Errorf("a refused plan changed pod %s: %v", p.Name, p.ContainerStatuses)
+		}
+	}
+	if code, _, _ := run("plan", "--out", planFile); code != exitOK {
+		t.Fatalf("plan --out: exit %d", code)
 	}
 	done := make(chan struct{})
 	observations := make(chan string, 1)
@@ -179,7 +196,8 @@ func TestReconcileE2E(t *testing.T) {
 	}()
 	// A controller killed (SIGKILL) half way through the rollout, once it
 	// has surged: the next one finishes the job, no pod twice, none lost.
-	killed := exec.Command(bin, "reconcile", "--once", "--timeout", "3m")
+	// The controller is berth apply of the saved plan.
+	killed := exec.Command(bin, "apply", planFile, "--timeout", "3m")
 	killed.Env = append(os.Environ(), "BERTH_REPO="+l.Repo, "BERTH_SSH_KEY="+l.SSHKey, "BERTH_KNOWN_HOSTS="+l.KnownHosts)
 	var killedOut syncBuffer
 	killed.Stdout, killed.Stderr = &killedOut, &killedOut
@@ -200,6 +218,10 @@ func TestReconcileE2E(t *testing.T) {
 	killed.Process.Kill()
 	killed.Wait()
 	t.Logf("controller killed mid-rollout; it had said:\n%s", killedOut.String())
+	// The plan it carried out no longer describes the machines.
+	if code, _, errOut := run("apply", planFile); code != exitError || !strings.Contains(errOut, "what the machines run changed") {
+		t.Errorf("apply of a plan the machines moved on from: exit %d, %q", code, errOut)
+	}
 	code, out, _ = run("reconcile", "--once", "--timeout", "3m")
 	close(done)
 	if obs := <-observations; strings.Contains(obs, ";") {
@@ -220,6 +242,46 @@ func TestReconcileE2E(t *testing.T) {
 		t.Errorf("%d pods after a rollout finished by a second controller; want 3", len(ps))
 	}
 
+	// An agent stopped in the middle of a rollout: the rollout pauses (its
+	// pod counts as unavailable, so no other is taken away) and goes on
+	// once the agent is back.
+	v1again := pushChange(t, l.Repo, "echo 1 again", func(dir string) {
+		editFile(t, filepath.Join(dir, "app.yaml"), "berth/echo:2", "berth/echo:1")
+	})
+	lab2 := l.Machines[1]
+	if err := syscall.Kill(readPID(t, filepath.Join(lab2.Agent.StateDir, "agent.pid")), syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the agent of lab2: %v", err)
+	}
+	code, _, downOut := run("reconcile", "--once", "--timeout", "10s")
+	if code != exitError || !strings.Contains(downOut, "lab2") {
+		t.Errorf("rollout with lab2's agent down: exit %d, %q; want not converged, naming lab2", code, downOut)
+	}
+	_, out, _ = berth(t, env, "get", "pods", "-o", "json")
+	var paused []observedPodJSON
+	if err := json.Unmarshal([]byte(out), &paused); err != nil {
+		t.Fatalf("get pods with lab2 down: %v\n%s", err, out)
+	}
+	old := 0
+	for _, p := range paused {
+		if strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:2") && p.Ready && !p.Terminating {
+			old++
+		}
+	}
+	if old != 2 || len(paused) > 3 {
+		t.Errorf("paused rollout on lab1 and lab3: %d old pods ready of %d (want both old ones kept, at most one surge pod): %+v", old, len(paused), paused)
+	}
+	if code, _, _ := run("machines", "bootstrap", "--binary", bin, "lab2"); code != exitOK {
+		t.Fatal("bootstrap of lab2 after its agent was killed failed")
+	}
+	if code, out, _ := run("reconcile", "--once", "--timeout", "3m"); code != exitOK || !strings.Contains(out, "Ready: 3/3 pods ready on 3/3 machines") {
+		t.Fatalf("rollout resumed: exit %d, %q", code, out)
+	}
+	for _, p := range pods() {
+		if !p.Ready || !strings.HasSuffix(p.ContainerStatuses[0].Image, "berth/echo:1") {
+			t.Errorf("after the resumed rollout: pod %s ready %v image %v", p.Name, p.Ready, p.ContainerStatuses)
+		}
+	}
+
 	// 4. A broken commit changes nothing and says where.
 	pushChange(t, l.Repo, "broken", func(dir string) {
 		editFile(t, filepath.Join(dir, "app.yaml"), "  replicas: 3", "  replicas: three")
@@ -228,10 +290,10 @@ func TestReconcileE2E(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "app.yaml:") {
 		t.Errorf("broken commit: exit %d, stderr %q; want 1 and the file:line", code, errOut)
 	}
-	if ps := pods(); len(ps) != 3 || !strings.HasSuffix(ps[0].ContainerStatuses[0].Image, "berth/echo:2") {
+	if ps := pods(); len(ps) != 3 || !strings.HasSuffix(ps[0].ContainerStatuses[0].Image, "berth/echo:1") {
 		t.Errorf("after a broken commit the running pods changed: %+v", ps)
 	}
-	if sum := gitIn(t, l.Repo, "show", "berth/status:summary.yaml"); !strings.Contains(sum, "outcome: Failed") || !strings.Contains(sum, v2) {
+	if sum := gitIn(t, l.Repo, "show", "berth/status:summary.yaml"); !strings.Contains(sum, "outcome: Failed") || !strings.Contains(sum, v1again) {
 		t.Errorf("status after a broken commit:\n%s", sum)
 	}
 	if mem := gitIn(t, l.Repo, "show", "berth/status:memory.json"); !strings.Contains(mem, "echo") {

@@ -50,7 +50,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	webhookSecret := fs.String("webhook-secret-file", "", "`file` holding the webhook secret (GitHub and Gitea HMAC, GitLab token)")
 	statusBranch := fs.String("status-branch", "", "`branch` for status commits (default: the Cluster's spec.statusBranch, else berth/status)")
 	allowEmpty := fs.Bool("allow-empty", false, "apply commits without any workload even though machines run pods (stops them all)")
-	reschedule := fs.Duration("reschedule-after", 5*time.Minute, "how long a machine may be unreachable before its Deployments' and Jobs' pods are started elsewhere")
+	reschedule := fs.Duration("reschedule-after", defaultRescheduleAfter, "how long a machine may be unreachable before its Deployments' and Jobs' pods are started elsewhere")
 	resync := fs.Duration("resync", reconciler.DefaultResync, "how often a converged fleet is looked at again")
 	if code, stop := parse(e, fs, args); stop {
 		return code
@@ -88,7 +88,8 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	if branch == o.branch {
 		return fail(e, "serve: the status branch is the followed branch %s; choose another (--status-branch)", o.branch)
 	}
-	memory, running := readMemory(ctx, repo, branch)
+	prev := readStatus(ctx, repo, branch)
+	memory, running := prev.memory, prev.running
 
 	sshc, err := sshConfig(o, fleetLog)
 	if err != nil {
