@@ -154,4 +154,3 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
-

@@ -1,0 +1,323 @@
+package network
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"pgregory.net/rapid"
+
+	"berth.dev/berth/nodes/api"
+	"berth.dev/berth/render"
+	"berth.dev/berth/render/api/v1alpha1"
+)
+
+// fleetGen draws a repository (machines, Services of every type, an
+// Ingress routing to each Service, a policy) and what the machines report.
+func fleetGen(t *rapid.T) Input {
+	nm := rapid.IntRange(1, 5).Draw(t, "machines")
+	var docs []string
+	docs = append(docs, "apiVersion: berth.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n"+
+		"  podCIDR: 198.18.64.0/20\n  serviceCIDR: 198.19.0.0/"+rapid.SampledFrom([]string{"24", "28"}).Draw(t, "svcbits")+"\n"+
+		"  loadBalancer: {pools: [198.18.0.240/29]}\n  ingress: {machineSelector: {}}\n")
+	for i := 1; i <= nm; i++ {
+		own := ""
+		if rapid.Bool().Draw(t, fmt.Sprint("own", i)) {
+			own = fmt.Sprintf("  podCIDR: 198.18.%d.0/24\n", 64+i)
+		}
+		docs = append(docs, fmt.Sprintf("apiVersion: berth.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m%d\nspec:\n  address: 198.18.0.%d\n%s", i, 10+i, own))
+	}
+	namespaces := []string{"default", "ns1"}
+	ns := rapid.SampledFrom(namespaces)
+	ns1 := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns1\n  labels: {team: a}\n"
+	docs = append(docs, ns1)
+	nodePorts := map[int]bool{}
+	nsv := rapid.IntRange(0, 12).Draw(t, "services")
+	for i := range nsv {
+		n := ns.Draw(t, "ns")
+		typ := rapid.SampledFrom([]string{"ClusterIP", "NodePort", "LoadBalancer", "None", "ExternalName"}).Draw(t, "type")
+		var b strings.Builder
+		fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata:\n  name: s%d\n  namespace: %s\nspec:\n", i, n)
+		switch typ {
+		case "ExternalName":
+			b.WriteString("  type: ExternalName\n  externalName: example.com\n")
+			docs = append(docs, b.String())
+			continue
+		case "None":
+			b.WriteString("  clusterIP: None\n")
+		default:
+			fmt.Fprintf(&b, "  type: %s\n", typ)
+			if rapid.IntRange(0, 3).Draw(t, "explicitIP") == 0 {
+				fmt.Fprintf(&b, "  clusterIP: 198.19.0.%d\n", 2+i)
+			}
+		}
+		if rapid.IntRange(0, 4).Draw(t, "noselector") > 0 {
+			fmt.Fprintf(&b, "  selector: {app: a%d}\n", rapid.IntRange(0, 3).Draw(t, "app"))
+		}
+		b.WriteString("  ports:\n")
+		for j := range rapid.IntRange(1, 2).Draw(t, "ports") {
+			fmt.Fprintf(&b, "    - name: p%d\n      port: %d\n", j, 80+j)
+			if rapid.Bool().Draw(t, "named") {
+				b.WriteString("      targetPort: http\n")
+			}
+			if typ == "NodePort" && rapid.IntRange(0, 3).Draw(t, "explicitNodePort") == 0 {
+				np := 30000 + i*2 + j
+				if !nodePorts[np] {
+					nodePorts[np] = true
+					fmt.Fprintf(&b, "      nodePort: %d\n", np)
+				}
+			}
+		}
+		docs = append(docs, b.String())
+		docs = append(docs, fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: i%d\n  namespace: %s\nspec:\n  ingressClassName: berth\n"+
+			"  rules: [{host: s%d.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s%d, port: {name: p0}}}}]}}]\n", i, n, i, i))
+	}
+	docs = append(docs, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\nspec:\n  podSelector: {matchLabels: {app: a1}}\n"+
+		"  ingress: [{from: [{namespaceSelector: {matchLabels: {team: a}}}], ports: [{port: http}]}]\n")
+	d, err := render.Load(t.Context(), fstest.MapFS{"repo.yaml": {Data: []byte(strings.Join(docs, "\n---\n"))}}, render.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range d.Diagnostics {
+		if x.Severity == render.SeverityError {
+			t.Fatalf("generated repository: %s", x)
+		}
+	}
+
+	in := Input{Desired: d}
+	ip := 0
+	for i := 1; i <= nm; i++ {
+		m := Machine{Name: fmt.Sprintf("m%d", i), Reachable: rapid.IntRange(0, 4).Draw(t, "reachable") > 0}
+		m.Healthy = m.Reachable && rapid.IntRange(0, 4).Draw(t, "healthy") > 0
+		for range rapid.IntRange(0, 6).Draw(t, "pods") {
+			ip++
+			n := ns.Draw(t, "podns")
+			labels := map[string]string{"app": fmt.Sprintf("a%d", rapid.IntRange(0, 3).Draw(t, "podapp"))}
+			p := running(n, fmt.Sprintf("pod%d", ip), fmt.Sprintf("198.18.72.%d", ip), labels, port("http", int32(rapid.IntRange(8000, 8003).Draw(t, "http"))))
+			p.Status.Ready = rapid.Bool().Draw(t, "ready")
+			p.Status.Terminating = rapid.IntRange(0, 4).Draw(t, "terminating") == 0
+			p.Stopping = rapid.IntRange(0, 4).Draw(t, "stopping") == 0
+			if rapid.IntRange(0, 4).Draw(t, "nospec") == 0 {
+				p.Spec = nil
+			}
+			m.Pods = append(m.Pods, p)
+		}
+		in.Machines = append(in.Machines, m)
+	}
+	// Memory that may be stale or wrong.
+	if rapid.Bool().Draw(t, "memory") {
+		in.Memory = Memory{ClusterIPs: map[string]netip.Addr{}, NodePorts: map[string]int32{}, PodCIDRs: map[string]netip.Prefix{}, LoadBalancerIPs: map[string]netip.Addr{}, Holders: map[string]string{}}
+		for i := range nsv {
+			key := fmt.Sprintf("%s/s%d", ns.Draw(t, "memns"), i)
+			in.Memory.ClusterIPs[key] = netip.AddrFrom4([4]byte{198, 19, 0, byte(rapid.IntRange(0, 255).Draw(t, "memip"))})
+			in.Memory.NodePorts[key+":80"] = int32(rapid.IntRange(29990, 30010).Draw(t, "memport"))
+			in.Memory.LoadBalancerIPs[key] = netip.AddrFrom4([4]byte{198, 18, 0, byte(rapid.IntRange(238, 248).Draw(t, "memlb"))})
+			in.Memory.Holders[key] = fmt.Sprintf("m%d", rapid.IntRange(0, 6).Draw(t, "memholder"))
+		}
+		for i := 1; i <= nm; i++ {
+			in.Memory.PodCIDRs[fmt.Sprintf("m%d", i)] = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(rapid.IntRange(60, 80).Draw(t, "memcidr")), 0}), 24)
+		}
+	}
+	return in
+}
+
+func TestPropertyDeterministicAndOrderFree(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		in := fleetGen(t)
+		a, err := Compute(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := Compute(in)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatal("two runs on one input differ")
+		}
+		// The same fleet in another order.
+		shuffled := in
+		d := *in.Desired
+		d.Objects = rapid.Permutation(in.Desired.Objects).Draw(t, "objects")
+		shuffled.Desired = &d
+		shuffled.Machines = rapid.Permutation(in.Machines).Draw(t, "order")
+		for i := range shuffled.Machines {
+			shuffled.Machines[i].Pods = rapid.Permutation(shuffled.Machines[i].Pods).Draw(t, "pods")
+		}
+		c, _ := Compute(shuffled)
+		if !reflect.DeepEqual(a.Networks, c.Networks) || !reflect.DeepEqual(a.Memory, c.Memory) {
+			t.Fatal("the same fleet in another order gives another result")
+		}
+	})
+}
+
+func TestPropertyStableAcrossPasses(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		in := fleetGen(t)
+		a, _ := Compute(in)
+		// Memory goes through JSON, as it does through the status branch.
+		b, err := json.Marshal(a.Memory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mem Memory
+		if err := json.Unmarshal(b, &mem); err != nil {
+			t.Fatal(err)
+		}
+		in.Memory = mem
+		next, _ := Compute(in)
+		if !reflect.DeepEqual(a.Networks, next.Networks) {
+			t.Fatal("the next pass with the memory of this one changes the Networks")
+		}
+		if !reflect.DeepEqual(normalize(a.Memory), normalize(next.Memory)) {
+			t.Fatalf("memory changes: %+v then %+v", a.Memory, next.Memory)
+		}
+	})
+}
+
+func normalize(m Memory) Memory {
+	b, _ := json.Marshal(m)
+	var out Memory
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+func TestPropertyInvariants(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		in := fleetGen(t)
+		res, _ := Compute(in)
+		svcCIDR := netip.MustParsePrefix(in.Desired.Cluster.Spec.ServiceCIDR)
+		podCIDR := netip.MustParsePrefix(in.Desired.Cluster.Spec.PodCIDR)
+		pool, _ := v1alpha1.ParseAddressRange("198.18.0.240/29")
+
+		var any *api.Network
+		for _, n := range res.Networks {
+			any = n
+		}
+		// Pod CIDRs never overlap, and new ones come from the pod CIDR.
+		var cidrs []netip.Prefix
+		for _, n := range res.Networks {
+			if !n.PodCIDR.IsValid() {
+				continue
+			}
+			for _, c := range cidrs {
+				if c.Overlaps(n.PodCIDR) {
+					t.Fatalf("pod CIDRs %s and %s overlap", c, n.PodCIDR)
+				}
+			}
+			if !podCIDR.Contains(n.PodCIDR.Addr()) {
+				t.Fatalf("pod CIDR %s outside %s", n.PodCIDR, podCIDR)
+			}
+			cidrs = append(cidrs, n.PodCIDR)
+		}
+		clusterIPs := map[netip.Addr]string{}
+		nodePorts := map[int32]string{}
+		lbIPs := map[netip.Addr]string{}
+		terminating := map[string]bool{}
+		for _, m := range in.Machines {
+			for _, p := range m.Pods {
+				if p.Stopping || p.Status.Terminating {
+					terminating[p.Status.Namespace+"/"+p.Status.Name] = true
+				}
+			}
+		}
+		readyAddrs := map[netip.Addr]bool{}
+		if any == nil {
+			return
+		}
+		for _, s := range any.Services {
+			key := s.Namespace + "/" + s.Name
+			for _, a := range s.ClusterIPs {
+				if prev, dup := clusterIPs[a]; dup {
+					t.Fatalf("clusterIP %s of %s and %s", a, prev, key)
+				}
+				clusterIPs[a] = key
+				if !svcCIDR.Contains(a) || a == svcCIDR.Addr() || a == svcCIDR.Addr().Next() || a == lastAddrOf(svcCIDR) {
+					t.Fatalf("clusterIP %s of %s: outside %s or reserved", a, key, svcCIDR)
+				}
+			}
+			if (s.Headless || s.ExternalName != "") && len(s.ClusterIPs) > 0 {
+				t.Fatalf("%s is headless or ExternalName and has a clusterIP", key)
+			}
+			seenHere := map[int32]bool{}
+			for _, p := range s.Ports {
+				if p.NodePort == 0 || seenHere[p.NodePort] {
+					continue
+				}
+				seenHere[p.NodePort] = true
+				if prev, dup := nodePorts[p.NodePort]; dup {
+					t.Fatalf("node port %d of %s and %s", p.NodePort, prev, key)
+				}
+				nodePorts[p.NodePort] = key
+				if p.NodePort < 30000 || p.NodePort > 32767 {
+					t.Fatalf("node port %d", p.NodePort)
+				}
+			}
+			for _, a := range s.LoadBalancerIPs {
+				if prev, dup := lbIPs[a]; dup || !pool.Contains(a) {
+					t.Fatalf("LoadBalancer address %s of %s (also %q) outside the pool or taken", a, key, prev)
+				}
+				lbIPs[a] = key
+				holders := 0
+				for name, n := range res.Networks {
+					for _, h := range n.HeldIPs {
+						if h == a {
+							holders++
+							if m := machineIn(in, name); m == nil || !m.Healthy {
+								if anyHealthy(in) {
+									t.Fatalf("%s held by %s, which is not healthy", a, name)
+								}
+							}
+						}
+					}
+				}
+				if holders > 1 || holders == 0 && anyHealthy(in) {
+					t.Fatalf("%s has %d holders", a, holders)
+				}
+			}
+			for _, e := range s.Endpoints {
+				if terminating[e.Pod] && (e.Ready || !e.Terminating) {
+					t.Fatalf("terminating pod %s is a ready endpoint of %s", e.Pod, key)
+				}
+				if e.Ready {
+					readyAddrs[e.IP] = true
+				}
+			}
+		}
+		if ing := any.Ingress; ing != nil {
+			for _, r := range ing.Rules {
+				for _, p := range r.Paths {
+					for _, ap := range p.Backend.Endpoints {
+						if !readyAddrs[ap.Addr()] {
+							t.Fatalf("ingress backend %s is not a ready endpoint", ap)
+						}
+					}
+				}
+			}
+		}
+		if any.Ingress == nil {
+			t.Fatal("every machine is an ingress machine")
+		}
+	})
+}
+
+func lastAddrOf(p netip.Prefix) netip.Addr { return v1alpha1.RangeOf(p).Last }
+
+func machineIn(in Input, name string) *Machine {
+	for i := range in.Machines {
+		if in.Machines[i].Name == name {
+			return &in.Machines[i]
+		}
+	}
+	return nil
+}
+
+func anyHealthy(in Input) bool {
+	for _, m := range in.Machines {
+		if m.Healthy {
+			return true
+		}
+	}
+	return false
+}
