@@ -1,0 +1,449 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+
+	"berth.dev/berth/internal/testenv"
+	"berth.dev/berth/nodes/agent"
+	"berth.dev/berth/nodes/agent/network"
+	"berth.dev/berth/nodes/api"
+	"berth.dev/berth/nodes/cni"
+	"berth.dev/berth/nodes/nft"
+	"berth.dev/berth/nodes/runtime/netns"
+)
+
+// netAgent is an agent on containerd whose pod network lives in a
+// network namespace of the test's own (the "machine"), restartable.
+type netAgent struct {
+	t       *testing.T
+	e       *agentEnv // containerd, registry, directories
+	machine string    // the machine's network namespace
+	// peer is a namespace on the machine's uplink (eth0, uplinkMachine),
+	// its default gateway (uplinkPeer).
+	peer   string
+	netDir string
+	app    *network.Applier
+}
+
+// The machine's uplink.
+var (
+	uplinkMachine = netip.MustParsePrefix("198.18.210.1/24")
+	uplinkPeer    = netip.MustParsePrefix("198.18.210.2/24")
+)
+
+// uplink joins the machine's namespace to the peer's with a veth pair
+// (eth0 on both sides) and routes everything from the machine to the
+// peer.
+func uplink(machine, peer string) error {
+	mns, err := vnetns.GetFromPath(machine)
+	if err != nil {
+		return err
+	}
+	defer mns.Close()
+	pns, err := vnetns.GetFromPath(peer)
+	if err != nil {
+		return err
+	}
+	defer pns.Close()
+	mh, err := netlink.NewHandleAt(mns)
+	if err != nil {
+		return err
+	}
+	defer mh.Close()
+	ph, err := netlink.NewHandleAt(pns)
+	if err != nil {
+		return err
+	}
+	defer ph.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(pns)}
+	if err := mh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("veth: %w", err)
+	}
+	for _, side := range []struct {
+		h    *netlink.Handle
+		addr netip.Prefix
+	}{{mh, uplinkMachine}, {ph, uplinkPeer}} {
+		l, err := side.h.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := side.h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: side.addr.Addr().AsSlice(), Mask: net.CIDRMask(side.addr.Bits(), 32)}}); err != nil {
+			return err
+		}
+		if err := side.h.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	l, err := mh.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	return mh.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: uplinkPeer.Addr().AsSlice()})
+}
+
+func newNetAgent(t *testing.T) *netAgent {
+	testenv.RequireRoot(t)
+	testenv.Require(t, filepath.Join(cni.DefaultPluginDir, "bridge"), filepath.Join(cni.DefaultPluginDir, "host-local"), filepath.Join(cni.DefaultPluginDir, "loopback"))
+	cd := testenv.Containerd(t)
+	reg := testenv.EchoRegistry(t)
+	dir, err := os.MkdirTemp("", "berth-net-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine, err := netns.New(filepath.Join(dir, "machine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := netns.New(filepath.Join(dir, "peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &agentEnv{t: t, cd: cd, reg: reg, ns: randomName("net-"),
+		stateDir: filepath.Join(dir, "agent"), rtDir: filepath.Join(dir, "rt"), logDir: filepath.Join(dir, "logs")}
+	a := &netAgent{t: t, e: e, machine: machine, peer: peer, netDir: filepath.Join(dir, "network")}
+	t.Cleanup(func() {
+		a.stop()
+		cleanupRuntime(t, newContainerdRuntime(t, cd, reg, e.ns, e.rtDir))
+		for _, p := range []string{machine, peer} {
+			if err := netns.Remove(p); err != nil {
+				t.Errorf("remove a test namespace: %v", err)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	if err := uplink(machine, peer); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	return a
+}
+
+func (a *netAgent) start() {
+	t := a.t
+	e := a.e
+	e.rt = newContainerdRuntime(t, e.cd, e.reg, e.ns, e.rtDir)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	app, err := network.New(network.Options{Pods: e.rt, StateDir: a.netDir, MachineNetNS: a.machine, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.app = app
+	m, err := agent.New(agent.Options{
+		Runtime: e.rt, Network: app, StateDir: e.stateDir, LogDir: e.logDir, NodeName: "m1", Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.m, e.cancel, e.done = m, cancel, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		m.Run(ctx)
+	}()
+}
+
+func (a *netAgent) stop() {
+	a.e.stop()
+	if a.app != nil {
+		if err := a.app.Close(); err != nil {
+			a.t.Errorf("close the network applier: %v", err)
+		}
+		a.app = nil
+	}
+}
+
+// exec runs a command in the pod's container and returns its output.
+func (a *netAgent) exec(pod string, cmd ...string) (int, string) {
+	a.t.Helper()
+	var out strings.Builder
+	code, err := a.e.m.Exec(context.Background(), api.ExecRequest{Pod: pod, Command: cmd, Stdout: &out, Stderr: &out, Timeout: 20 * time.Second})
+	if err != nil {
+		a.t.Fatalf("exec %v in %s: %v", cmd, pod, err)
+	}
+	return code, out.String()
+}
+
+// eventually retries fn until it returns nil or the time is up.
+func eventually(t *testing.T, d time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// getIn requests url from inside the namespace at path.
+func getIn(path, url string) (string, error) {
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: netns.Dialer(path), DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return string(b), err
+}
+
+// lookup asks server (in the namespace at path) for name's A records over
+// network (udp or tcp).
+func lookup(path, network, server, name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := netns.Dial(ctx, path, network, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	c := &mdns.Conn{Conn: conn}
+	q := new(mdns.Msg)
+	q.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := c.WriteMsg(q); err != nil {
+		return nil, err
+	}
+	r, err := c.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != mdns.RcodeSuccess {
+		return nil, fmt.Errorf("rcode %s", mdns.RcodeToString[r.Rcode])
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*mdns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out, nil
+}
+
+// A machine's agent with a pod CIDR: two pods get addresses from it and
+// reach each other, a Service's ClusterIP reaches its Ready pod from a pod
+// and from the machine, the Service's name resolves through the DNS the
+// agent serves on the gateway, a removed pod's address goes back to
+// host-local, and a restarted agent applies the Network it was given.
+func TestComponentPodNetwork(t *testing.T) {
+	a := newNetAgent(t)
+	ctx := context.Background()
+	podCIDR := netip.MustParsePrefix("198.18.200.0/24")
+	gateway := "198.18.200.1"
+	clusterIP := netip.MustParseAddr("198.19.200.10")
+	base := api.Network{
+		Generation:   1,
+		Machine:      "m1",
+		PodCIDR:      podCIDR,
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.200.0/23")},
+		NodeIPs:      []netip.Addr{uplinkMachine.Addr()},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.200.0/24")},
+		// Nothing outside the test's namespaces is ever asked.
+		DNS: api.ClusterDNS{Upstreams: []string{"127.0.0.1:1"}},
+	}
+	if err := a.e.m.SetNetwork(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	webA, webB := echoPod(a.e, "web-a"), echoPod(a.e, "web-b")
+	webA.Spec.Containers[0].Env = append(webA.Spec.Containers[0].Env, corev1.EnvVar{Name: "MY_IP",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
+	if err := a.e.m.SetPods(ctx, api.DesiredPods{Generation: 1, Pods: []api.Pod{webA, webB}}); err != nil {
+		t.Fatal(err)
+	}
+	readyWithIP := func(s api.PodStatus) bool { return s.Ready && s.PodIP != "" }
+	stA := a.e.waitPod("default/web-a", 60*time.Second, "ready with an address", readyWithIP)
+	stB := a.e.waitPod("default/web-b", 60*time.Second, "ready with an address", readyWithIP)
+	ipA, ipB := netip.MustParseAddr(stA.PodIP), netip.MustParseAddr(stB.PodIP)
+	if !podCIDR.Contains(ipA) || !podCIDR.Contains(ipB) || ipA == ipB || ipA.String() == gateway || ipB.String() == gateway {
+		t.Fatalf("pod addresses %s and %s; want two pod addresses of %s beside the gateway", ipA, ipB, podCIDR)
+	}
+
+	t.Run("PodsReachEachOther", func(t *testing.T) {
+		code, out := a.exec("default/web-a", "wget", "-qO-", "http://"+ipB.String()+":8080/")
+		if code != 0 || !strings.Contains(out, "pod=web-b") {
+			t.Errorf("web-a to web-b by address: exit %d, %q", code, out)
+		}
+		code, out = a.exec("default/web-b", "wget", "-qO-", "http://"+ipA.String()+":8080/")
+		if code != 0 || !strings.Contains(out, "pod=web-a") {
+			t.Errorf("web-b to web-a by address: exit %d, %q", code, out)
+		}
+		// status.podIP reaches the container's environment, and the hosts
+		// file names the pod's address.
+		if _, out := a.exec("default/web-a", "sh", "-c", "echo $MY_IP"); strings.TrimSpace(out) != ipA.String() {
+			t.Errorf("web-a's MY_IP (status.podIP) = %q, want %s", out, ipA)
+		}
+		if _, out := a.exec("default/web-a", "cat", "/etc/hosts"); !strings.Contains(out, ipA.String()+"\tweb-a") {
+			t.Errorf("web-a's hosts file does not name its address:\n%s", out)
+		}
+	})
+
+	withService := base
+	withService.Generation = 2
+	withService.Services = []api.Service{{
+		Namespace: "default", Name: "web", ClusterIPs: []netip.Addr{clusterIP},
+		Ports: []api.ServicePort{{Name: "http", Port: 80}},
+		Endpoints: []api.Endpoint{
+			{IP: ipB, Machine: "m1", Pod: "default/web-b", Ready: true, Ports: []api.EndpointPort{{Name: "http", Port: 8080}}},
+			// Not ready: never routed to, never in DNS.
+			{IP: ipA, Machine: "m1", Pod: "default/web-a", Ports: []api.EndpointPort{{Name: "http", Port: 8080}}},
+		},
+	}}
+	withService.Pods = []api.PodAddress{{Namespace: "default", Name: "web-a", IPs: []netip.Addr{ipA}}, {Namespace: "default", Name: "web-b", IPs: []netip.Addr{ipB}}}
+	if err := a.e.m.SetNetwork(ctx, withService); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := a.e.m.Node(ctx); n.Network != (api.NetworkStatus{Generation: 2, Digest: withService.Digest()}) {
+		t.Errorf("node's network status %+v", n.Network)
+	}
+
+	serviceWorks := func(t *testing.T) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			code, out := a.exec("default/web-a", "wget", "-qO-", "http://"+clusterIP.String()+"/")
+			if code != 0 || !strings.Contains(out, "pod=web-b") {
+				t.Errorf("web-a to the ClusterIP: exit %d, %q; want web-b", code, out)
+			}
+		}
+		eventually(t, 10*time.Second, "the machine to the ClusterIP", func() error {
+			body, err := getIn(a.machine, "http://"+clusterIP.String()+"/")
+			if err == nil && !strings.Contains(body, "pod=web-b") {
+				err = fmt.Errorf("answered %q; want web-b", body)
+			}
+			return err
+		})
+	}
+	dnsWorks := func(t *testing.T) {
+		t.Helper()
+		for _, proto := range []string{"udp", "tcp"} {
+			eventually(t, 10*time.Second, "lookup over "+proto, func() error {
+				got, err := lookup(a.machine, proto, net.JoinHostPort(gateway, "53"), "web.default.svc.cluster.local")
+				if err == nil && (len(got) != 1 || got[0] != clusterIP.String()) {
+					err = fmt.Errorf("answered %v; want %s", got, clusterIP)
+				}
+				return err
+			})
+		}
+	}
+	t.Run("ServiceClusterIP", serviceWorks)
+	t.Run("DNS", func(t *testing.T) {
+		dnsWorks(t)
+		_, resolv := a.exec("default/web-a", "cat", "/etc/resolv.conf")
+		if !strings.Contains(resolv, "nameserver "+gateway) || !strings.Contains(resolv, "search default.svc.cluster.local svc.cluster.local cluster.local") ||
+			!strings.Contains(resolv, "ndots:5") {
+			t.Errorf("web-a's resolv.conf:\n%s", resolv)
+		}
+		code, out := a.exec("default/web-a", "/bin/busybox", "nslookup", "web.default.svc.cluster.local")
+		if code != 0 || !strings.Contains(out, clusterIP.String()) {
+			t.Errorf("nslookup in web-a: exit %d:\n%s", code, out)
+		}
+		// A pod's own name, from its address.
+		got, err := lookup(a.machine, "udp", net.JoinHostPort(gateway, "53"), strings.ReplaceAll(ipB.String(), ".", "-")+".default.pod.cluster.local")
+		if err != nil || len(got) != 1 || got[0] != ipB.String() {
+			t.Errorf("pod name of web-b: %v, %v", got, err)
+		}
+	})
+
+	t.Run("RemovedPodReturnsItsAddress", func(t *testing.T) {
+		alloc := filepath.Join(a.netDir, "cni", "ipam", cni.DefaultNetworkName, ipB.String())
+		if _, err := os.Stat(alloc); err != nil {
+			t.Fatalf("web-b's address is not held by host-local: %v", err)
+		}
+		// The controller takes web-b out of the Service first.
+		noEndpoints := withService
+		noEndpoints.Generation = 3
+		noEndpoints.Services = []api.Service{withService.Services[0]}
+		noEndpoints.Services[0].Endpoints = nil
+		if err := a.e.m.SetNetwork(ctx, noEndpoints); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.e.m.SetPods(ctx, api.DesiredPods{Generation: 2, Pods: []api.Pod{webA}}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "web-b's address released", func() error {
+			if _, err := os.Stat(alloc); !os.IsNotExist(err) {
+				return fmt.Errorf("%s still there (%v)", alloc, err)
+			}
+			return nil
+		})
+		// A Service without endpoints rejects at once.
+		code, _ := a.exec("default/web-a", "wget", "-qO-", "http://"+clusterIP.String()+"/")
+		if code == 0 {
+			t.Error("the ClusterIP of a Service without endpoints answered")
+		}
+		// Back with web-b, for what follows.
+		if err := a.e.m.SetPods(ctx, api.DesiredPods{Generation: 3, Pods: []api.Pod{webA, webB}}); err != nil {
+			t.Fatal(err)
+		}
+		stB = a.e.waitPod("default/web-b", 60*time.Second, "ready with an address", readyWithIP)
+		ipB = netip.MustParseAddr(stB.PodIP)
+		again := withService
+		again.Generation = 4
+		again.Services = []api.Service{withService.Services[0]}
+		again.Services[0].Endpoints = []api.Endpoint{{IP: ipB, Machine: "m1", Pod: "default/web-b", Ready: true, Ports: []api.EndpointPort{{Name: "http", Port: 8080}}}}
+		if err := a.e.m.SetNetwork(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+		serviceWorks(t)
+	})
+
+	t.Run("AgentRestartReappliesNetwork", func(t *testing.T) {
+		a.stop()
+		// What the agent applied goes away (its DNS server stopped with it).
+		if err := deleteTable(a.machine); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lookup(a.machine, "udp", net.JoinHostPort(gateway, "53"), "web.default.svc.cluster.local"); err == nil {
+			t.Fatal("the DNS still answers with the agent stopped")
+		}
+		a.start()
+		a.e.waitPod("default/web-a", 30*time.Second, "adopted and ready", readyWithIP)
+		a.e.waitPod("default/web-b", 30*time.Second, "adopted and ready", readyWithIP)
+		eventually(t, 20*time.Second, "network status after a restart", func() error {
+			n, err := a.e.m.Node(ctx)
+			if err == nil && (n.Network.Generation != 4 || n.Network.Error != "") {
+				err = fmt.Errorf("status %+v", n.Network)
+			}
+			return err
+		})
+		serviceWorks(t)
+		dnsWorks(t)
+	})
+}
+
+// deleteTable removes berth's nftables table in the namespace at path.
+func deleteTable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s, err := nft.NewSyncer(nft.Options{NetNS: int(f.Fd())})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Delete(context.Background())
+}
