@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/render"
@@ -54,6 +56,7 @@ type machine struct {
 // podInfo is one reported pod that has an address.
 type podInfo struct {
 	ns, name string
+	key      string // namespace/name
 	machine  string
 	ip       netip.Addr
 	labels   map[string]string
@@ -64,15 +67,15 @@ type podInfo struct {
 	spec        *api.Pod
 }
 
-func (p *podInfo) key() string { return p.ns + "/" + p.name }
-
 func (p *podInfo) hostNetwork() bool { return p.spec != nil && p.spec.Spec.HostNetwork }
 
 // nsPods indexes one namespace's pods by label.
 type nsPods struct {
 	all     []*podInfo
-	byLabel map[string][]*podInfo // by key + "\x00" + value
+	byLabel map[label][]*podInfo
 }
+
+type label struct{ key, value string }
 
 // Compute works out every machine's Network. It is pure: the result
 // depends only on in, which it does not modify.
@@ -233,11 +236,20 @@ func (s *state) allocatePodCIDRs() {
 // indexPods collects the pods that have an address on the repository's
 // machines, and indexes them by namespace and label.
 func (s *state) indexPods() {
+	remaining := 0
+	for _, m := range s.machines {
+		if m.in != nil {
+			remaining += len(m.in.Pods)
+		}
+	}
+	s.pods = make([]*podInfo, 0, remaining)
+	var block []podInfo // podInfos are allocated together
 	for _, m := range s.machines {
 		if m.in == nil {
 			continue
 		}
 		for i := range m.in.Pods {
+			remaining--
 			p := &m.in.Pods[i]
 			st := &p.Status
 			if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
@@ -252,25 +264,35 @@ func (s *state) indexPods() {
 				spec = nil
 			}
 			terminating := st.Terminating || p.Stopping
-			s.pods = append(s.pods, &podInfo{
-				ns: st.Namespace, name: st.Name, machine: m.name, ip: ip.Unmap(),
+			if len(block) == cap(block) {
+				block = make([]podInfo, 0, max(64, remaining))
+			}
+			block = append(block, podInfo{
+				ns: st.Namespace, name: st.Name, key: st.Namespace + "/" + st.Name, machine: m.name, ip: ip.Unmap(),
 				labels: st.Labels, ready: st.Ready && !terminating, terminating: terminating,
 				spec: spec,
 			})
+			s.pods = append(s.pods, &block[len(block)-1])
 		}
 	}
 	slices.SortFunc(s.pods, func(a, b *podInfo) int {
-		return cmp.Or(strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name), strings.Compare(a.machine, b.machine))
+		if c := strings.Compare(a.ns, b.ns); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.name, b.name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.machine, b.machine)
 	})
 	for _, p := range s.pods {
 		n := s.byNS[p.ns]
 		if n == nil {
-			n = &nsPods{byLabel: map[string][]*podInfo{}}
+			n = &nsPods{byLabel: map[label][]*podInfo{}}
 			s.byNS[p.ns] = n
 		}
 		n.all = append(n.all, p)
 		for k, v := range p.labels {
-			n.byLabel[k+"\x00"+v] = append(n.byLabel[k+"\x00"+v], p)
+			n.byLabel[label{k, v}] = append(n.byLabel[label{k, v}], p)
 		}
 	}
 }
@@ -285,7 +307,7 @@ func (s *state) selectPods(ns string, sel map[string]string) []*podInfo {
 	var base []*podInfo
 	first := true
 	for k, v := range sel {
-		l := n.byLabel[k+"\x00"+v]
+		l := n.byLabel[label{k, v}]
 		if first || len(l) < len(base) {
 			base, first = l, false
 		}
@@ -293,6 +315,25 @@ func (s *state) selectPods(ns string, sel map[string]string) []*podInfo {
 	var out []*podInfo
 	for _, p := range base {
 		if matchesAll(p.labels, sel) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// matchSelector returns the pods of ns a label selector matches, through
+// the label index when the selector is plain matchLabels.
+func (s *state) matchSelector(ns string, ls *metav1.LabelSelector, sel labels.Selector) []*podInfo {
+	n := s.byNS[ns]
+	if n == nil {
+		return nil
+	}
+	if ls != nil && len(ls.MatchExpressions) == 0 && len(ls.MatchLabels) > 0 {
+		return s.selectPods(ns, ls.MatchLabels)
+	}
+	var out []*podInfo
+	for _, p := range n.all {
+		if sel.Matches(labels.Set(p.labels)) {
 			out = append(out, p)
 		}
 	}
@@ -339,15 +380,17 @@ func (s *state) assemble(policies map[string][]api.NetworkPolicy, ingress *api.I
 	for _, sv := range s.services {
 		services = append(services, sv.out)
 	}
-	var pods []api.PodAddress
-	for _, p := range s.pods {
+	pods := make([]api.PodAddress, 0, len(s.pods))
+	addrs := make([]netip.Addr, len(s.pods)) // backs each pod's first address
+	for i, p := range s.pods {
 		if n := len(pods); n > 0 && pods[n-1].Namespace == p.ns && pods[n-1].Name == p.name {
 			if !slices.Contains(pods[n-1].IPs, p.ip) {
 				pods[n-1].IPs = append(pods[n-1].IPs, p.ip)
 			}
 			continue
 		}
-		pods = append(pods, api.PodAddress{Namespace: p.ns, Name: p.name, IPs: []netip.Addr{p.ip}})
+		addrs[i] = p.ip
+		pods = append(pods, api.PodAddress{Namespace: p.ns, Name: p.name, IPs: addrs[i : i+1 : i+1]})
 	}
 	var routes []api.PodRoute
 	for _, m := range s.machines {

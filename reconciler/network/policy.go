@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,12 +36,10 @@ func (s *state) policies() map[string][]api.NetworkPolicy {
 			continue
 		}
 		var selected []*podInfo
-		if n := s.byNS[o.Namespace]; n != nil {
-			for _, p := range n.all {
-				// NetworkPolicy does not apply to host-network pods.
-				if !p.hostNetwork() && sel.Matches(labels.Set(p.labels)) {
-					selected = append(selected, p)
-				}
+		for _, p := range s.matchSelector(o.Namespace, &np.Spec.PodSelector, sel) {
+			// NetworkPolicy does not apply to host-network pods.
+			if !p.hostNetwork() {
+				selected = append(selected, p)
 			}
 		}
 		if len(selected) == 0 {
@@ -54,12 +53,16 @@ func (s *state) policies() map[string][]api.NetworkPolicy {
 			}
 		}
 		var ingress []ingressRule
+		named := false
 		if isolateIngress {
 			for i, r := range np.Spec.Ingress {
 				field := fmt.Sprintf("spec.ingress[%d]", i)
 				peers, _, ok := s.peers(o, field+".from", r.From)
 				if ok {
 					ingress = append(ingress, ingressRule{peers: peers, ports: r.Ports})
+					named = named || slices.ContainsFunc(r.Ports, func(p networkingv1.NetworkPolicyPort) bool {
+						return p.Port != nil && p.Port.Type == intstr.String
+					})
 				}
 			}
 		}
@@ -80,13 +83,16 @@ func (s *state) policies() map[string][]api.NetworkPolicy {
 			var groups []*group
 			bySig := map[string]*group{}
 			for _, p := range local {
-				var rules []api.PolicyRule
-				if isolateIngress {
-					rules = resolveIngress(ingress, p)
+				sig := ""
+				if named {
+					sig = portSignature(ingress, p)
 				}
-				sig := fmt.Sprint(rules)
 				g := bySig[sig]
 				if g == nil {
+					var rules []api.PolicyRule
+					if isolateIngress {
+						rules = resolveIngress(ingress, p)
+					}
 					g = &group{rules: rules}
 					bySig[sig] = g
 					groups = append(groups, g)
@@ -162,6 +168,22 @@ func resolveIngress(rules []ingressRule, p *podInfo) []api.PolicyRule {
 		}
 	}
 	return out
+}
+
+// portSignature tells apart pods on which the rules' named ports mean
+// different numbers.
+func portSignature(rules []ingressRule, p *podInfo) string {
+	var b strings.Builder
+	for _, r := range rules {
+		for _, pp := range r.ports {
+			if pp.Port != nil && pp.Port.Type == intstr.String {
+				n, _ := namedPort(p, pp.Port.StrVal, protocolOf(pp))
+				b.WriteString(strconv.Itoa(int(n)))
+				b.WriteByte(',')
+			}
+		}
+	}
+	return b.String()
 }
 
 // egressRule resolves one egress rule. Named ports are ports of the
@@ -265,14 +287,10 @@ func (s *state) peers(o *render.Object, field string, in []networkingv1.NetworkP
 			}
 		}
 		for _, ns := range namespaces {
-			n := s.byNS[ns]
-			if n == nil {
-				continue
-			}
-			for _, p := range n.all {
+			for _, p := range s.matchSelector(ns, peer.PodSelector, podSel) {
 				// A host-network pod's address is its machine's: allowing
 				// it would allow the whole machine.
-				if !seen[p] && !p.hostNetwork() && podSel.Matches(labels.Set(p.labels)) {
+				if !seen[p] && !p.hostNetwork() {
 					seen[p] = true
 					pods = append(pods, p)
 				}

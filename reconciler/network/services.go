@@ -278,18 +278,23 @@ func (s *state) endpoints() {
 			continue
 		}
 		eps := make([]api.Endpoint, 0, len(pods))
+		ports := make([]api.EndpointPort, 0, len(pods)*len(sp.Ports)) // backs the endpoints' ports
 		for _, p := range pods {
 			ep := api.Endpoint{
-				IP: p.ip, Machine: p.machine, Pod: p.key(),
+				IP: p.ip, Machine: p.machine, Pod: p.key,
 				Ready: p.ready, Terminating: p.terminating,
 			}
 			if p.spec != nil {
 				ep.Hostname, ep.Subdomain = p.spec.Spec.Hostname, p.spec.Spec.Subdomain
 			}
+			start := len(ports)
 			for _, port := range sp.Ports {
 				if n, ok := targetPort(p, port); ok {
-					ep.Ports = append(ep.Ports, api.EndpointPort{Name: port.Name, Protocol: cmp.Or(port.Protocol, corev1.ProtocolTCP), Port: n})
+					ports = append(ports, api.EndpointPort{Name: port.Name, Protocol: cmp.Or(port.Protocol, corev1.ProtocolTCP), Port: n})
 				}
+			}
+			if len(ports) > start {
+				ep.Ports = ports[start:len(ports):len(ports)]
 			}
 			eps = append(eps, ep)
 		}
