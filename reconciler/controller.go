@@ -125,7 +125,7 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 			} else {
 				p := res.Pass
 				st := status.Progressing
-				if p.Converged && len(res.SendErrors) == 0 {
+				if res.Converged() {
 					st = status.Ready
 				}
 				if st != outcome || now().Sub(written) >= every {

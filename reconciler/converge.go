@@ -19,6 +19,7 @@ import (
 type Machines interface {
 	Observe(ctx context.Context) ([]live.Observed, error)
 	SetPods(ctx context.Context, machine string, pods api.DesiredPods) error
+	SetNetwork(ctx context.Context, machine string, n api.Network) error
 }
 
 // DefaultPoll is how often Converge looks again while the fleet changes,
@@ -71,6 +72,18 @@ type Result struct {
 	// SendErrors are the machines that refused or did not take their set
 	// in the last pass.
 	SendErrors []error
+	// NetworksSent counts the machines handed a new Network in the last
+	// pass; NetworkErrors are those that refused it or report that it did
+	// not apply.
+	NetworksSent  int
+	NetworkErrors []error
+}
+
+// Converged says whether the last pass found the fleet converged: every
+// machine holds its pod set and its Network, applied, and every wanted pod
+// is ready.
+func (r *Result) Converged() bool {
+	return r.Pass != nil && r.Pass.Converged && len(r.SendErrors) == 0
 }
 
 // Run converges the fleet on desired, starting from memory. It returns
@@ -99,7 +112,7 @@ func (c *Converge) Run(ctx context.Context, desired *render.Desired, memory live
 		}
 		first, verify = nil, nil
 		p := res.Pass
-		if p.Converged && len(res.SendErrors) == 0 {
+		if res.Converged() {
 			return res, nil
 		}
 		wait := pollWait(poll, time.Since(t0))
@@ -136,6 +149,10 @@ func (c *Converge) step(ctx context.Context, desired *render.Desired, memory *li
 	}
 	res.Pass, res.Observed = p, obs
 	res.Passes++
+	res.NetworksSent, res.NetworkErrors = 0, nil
+	if err := c.networks(ctx, desired, obs, p, last, res, log); err != nil {
+		return err
+	}
 	*memory = p.Memory
 	res.SendErrors = c.send(ctx, p, last, log)
 	if c.Progress != nil {

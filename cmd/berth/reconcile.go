@@ -352,6 +352,10 @@ func (m fleetMachines) SetPods(ctx context.Context, machine string, pods api.Des
 	return m.f.SetPods(ctx, machine, pods)
 }
 
+func (m fleetMachines) SetNetwork(ctx context.Context, machine string, n api.Network) error {
+	return m.f.SetNetwork(ctx, machine, n)
+}
+
 // newProgress prints one line per pass on stderr: what changed, how many
 // pods are ready.
 func newProgress(e *env, on bool) func(*live.Pass) {

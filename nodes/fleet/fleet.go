@@ -224,6 +224,19 @@ func (f *Fleet) SetPods(ctx context.Context, machine string, pods api.DesiredPod
 	return nil
 }
 
+// SetNetwork hands machine its Network (PUT /v1/network); the agent has
+// applied it (routes, Service rules, DNS) when this returns nil.
+func (f *Fleet) SetNetwork(ctx context.Context, machine string, n api.Network) error {
+	mb, err := f.member(machine)
+	if err != nil {
+		return err
+	}
+	if err := mb.client.SetNetwork(ctx, n); err != nil {
+		return fmt.Errorf("machine %s: set network: %w", machine, err)
+	}
+	return nil
+}
+
 // Client is the agent client of machine, for logs, exec and events.
 func (f *Fleet) Client(machine string) (*agentclient.Client, error) {
 	mb, err := f.member(machine)

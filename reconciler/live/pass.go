@@ -97,6 +97,7 @@ func Plan(in Input, opts Options) (*Pass, error) {
 		Templates:   map[string]*corev1.PodTemplateSpec{},
 		Unreachable: map[string]time.Time{},
 		ConfigMaps:  configMapDigests(in.Desired),
+		Network:     in.Memory.Network,
 	}
 	workloads := 0
 	for _, o := range in.Desired.Objects {

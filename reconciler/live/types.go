@@ -1,6 +1,7 @@
 package live
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -83,6 +84,10 @@ type Memory struct {
 	// ConfigMaps holds a digest of each ConfigMap's content, by
 	// "namespace/name", to tell which pods see a change.
 	ConfigMaps map[string]string `json:"configMaps,omitempty"`
+	// Network is the network computation's memory (its allocations:
+	// package reconciler/network), kept here as the caller gives it; Plan
+	// carries it over unchanged.
+	Network json.RawMessage `json:"network,omitempty"`
 }
 
 // PodMemory is what a pass remembers of one pod.
