@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +62,7 @@ func (a *agents) Observe(ctx context.Context) ([]live.Observed, error) {
 		n := a.networks[name]
 		o := live.Observed{Machine: name, Reachable: true, Node: api.NodeInfo{
 			Name: name, Generation: set.Generation, DesiredDigest: set.Digest(),
-			Network: api.NetworkStatus{Generation: n.Generation, Digest: n.Digest()},
+			Network:     api.NetworkStatus{Generation: n.Generation, Digest: n.Digest()},
 			Allocatable: corev1.ResourceList{"cpu": resource.MustParse("2"), "memory": resource.MustParse("4Gi"), "pods": resource.MustParse("110")},
 		}}
 		for _, p := range set.Pods {
