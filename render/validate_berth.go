@@ -238,6 +238,10 @@ func (c *checker) clusterNetwork(s *v1alpha1.ClusterSpec, pod netip.Prefix, podO
 			c.errorf(path, "invalid pool %q: %v", p, err)
 			continue
 		}
+		if svcOK && r.First.Is4() != svc.Addr().Is4() {
+			c.errorf(path, "pool %s is not of the serviceCIDR's address family (%s): Services are single-stack", p, svc)
+			continue
+		}
 		for _, other := range []struct {
 			name string
 			p    netip.Prefix

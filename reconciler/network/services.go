@@ -203,7 +203,13 @@ func (s *state) allocateNodePorts() {
 func (s *state) allocateLoadBalancerIPs() {
 	var ranges []v1alpha1.AddressRange
 	for _, p := range s.cluster.Spec.LoadBalancer.Pools {
-		if r, err := v1alpha1.ParseAddressRange(p); err == nil {
+		r, err := v1alpha1.ParseAddressRange(p)
+		switch {
+		case err != nil:
+			s.clusterDiag(render.SeverityError, "spec.loadBalancer.pools", "pool %q is not used: %v", p, err)
+		case s.serviceCIDR.IsValid() && r.First.Is4() != s.serviceCIDR.Addr().Is4():
+			s.clusterDiag(render.SeverityError, "spec.loadBalancer.pools", "pool %s is not used: it is not of the service CIDR's address family", p)
+		default:
 			ranges = append(ranges, r)
 		}
 	}
