@@ -288,7 +288,9 @@ func (u *upper) machineNetwork(h *netlink.Handle, br netlink.Link, m Machine) er
 
 	// Inside: no IPv6 on any link, forwarding on (the machine routes its
 	// pods' traffic), loopback and eth0 up, the default route through the
-	// bridge, and the other machines' pod CIDRs through their addresses.
+	// bridge. The other machines' pod CIDRs are routed by the machine's
+	// agent, from the Network the controller gives it (a route the lab
+	// made there would be one the agent does not own).
 	for _, kv := range [][2]string{
 		{"net/ipv6/conf/all/disable_ipv6", "1"},
 		{"net/ipv6/conf/default/disable_ipv6", "1"},
@@ -329,14 +331,6 @@ func (u *upper) machineNetwork(h *netlink.Handle, br netlink.Link, m Machine) er
 	gw := u.lab.BridgeAddr.Addr()
 	if err := nh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
 		return fmt.Errorf("default route via %s: %w", gw, err)
-	}
-	for _, o := range u.lab.Machines {
-		if o.Name == m.Name {
-			continue
-		}
-		if err := nh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(o.PodCIDR), Gw: o.Address.Addr().AsSlice()}); err != nil {
-			return fmt.Errorf("route %s via %s: %w", o.PodCIDR, o.Address.Addr(), err)
-		}
 	}
 	return nil
 }
