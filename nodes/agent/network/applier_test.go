@@ -64,6 +64,13 @@ var (
 // sides) to a peer namespace; both go when the test ends.
 func testMachine(t *testing.T) (machine, peer string) {
 	t.Helper()
+	return linkedPair(t, machineAddr, peerAddr)
+}
+
+// linkedPair is two namespaces joined by a veth pair (eth0 on both sides,
+// with the addresses given); both go when the test ends.
+func linkedPair(t *testing.T, machineAddr, peerAddr netip.Prefix) (machine, peer string) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	var err error
@@ -323,5 +330,73 @@ func TestApplyPodNetworkRoutesAndDNS(t *testing.T) {
 	}
 	if p.last().CNI != pn.CNI {
 		t.Error("the same pod CIDR made a new CNI network")
+	}
+}
+
+// Two machines, each with its Applier: a pod on one reaches a pod on the
+// other through the host-gw routes, and keeps its own address (no
+// masquerade inside the cluster CIDRs).
+func TestTwoMachinesRoutePods(t *testing.T) {
+	testenv.Require(t, filepath.Join(cni.DefaultPluginDir, "bridge"), filepath.Join(cni.DefaultPluginDir, "host-local"), filepath.Join(cni.DefaultPluginDir, "loopback"))
+	addr1, addr2 := netip.MustParsePrefix("198.18.214.1/24"), netip.MustParsePrefix("198.18.214.2/24")
+	m1, m2 := linkedPair(t, addr1, addr2)
+	cidr1, cidr2 := netip.MustParsePrefix("198.18.217.0/24"), netip.MustParsePrefix("198.18.218.0/24")
+	cluster := []netip.Prefix{netip.MustParsePrefix("198.18.216.0/22")}
+	ctx := context.Background()
+	attachPod := func(machine string, cidr netip.Prefix, via netip.Addr, other netip.Prefix) (string, netip.Addr) {
+		a, p := newTestApplier(t, machine)
+		n := api.Network{Generation: 1, Machine: machine, PodCIDR: cidr, ClusterCIDRs: cluster,
+			Routes: []api.PodRoute{{CIDR: other, Via: via}}, DNS: api.ClusterDNS{Upstreams: []string{"127.0.0.1:1"}}}
+		if err := a.Apply(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		pod, err := netns.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn := p.last().CNI
+		t.Cleanup(func() {
+			if err := cn.Detach(context.Background(), "pod", pod); err != nil {
+				t.Errorf("detach: %v", err)
+			}
+			netns.Remove(pod)
+		})
+		att, err := cn.Attach(ctx, "pod", pod, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pod, att.IPs[0].Addr()
+	}
+	pod1, ip1 := attachPod(m1, cidr1, addr2.Addr(), cidr2)
+	pod2, ip2 := attachPod(m2, cidr2, addr1.Addr(), cidr1)
+
+	var ln net.Listener
+	if err := netns.Do(pod2, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(ip2.String(), "8080"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	from := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			from <- err.Error()
+			return
+		}
+		from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		c.Close()
+	}()
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := netns.Dial(dctx, pod1, "tcp4", net.JoinHostPort(ip2.String(), "8080"))
+	if err != nil {
+		t.Fatalf("pod on m1 (%s) to pod on m2 (%s): %v", ip1, ip2, err)
+	}
+	c.Close()
+	if got := <-from; got != ip1.String() {
+		t.Errorf("the pod on m2 saw the connection from %s, want %s (unmasqueraded)", got, ip1)
 	}
 }
