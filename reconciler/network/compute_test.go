@@ -323,3 +323,14 @@ func endpointEqual(a, b api.Endpoint) bool {
 	return a.IP == b.IP && a.Machine == b.Machine && a.Pod == b.Pod && a.Ready == b.Ready && a.Terminating == b.Terminating &&
 		a.Hostname == b.Hostname && a.Subdomain == b.Subdomain && slices.Equal(a.Ports, b.Ports)
 }
+
+func TestNodePortSharedWithExplicit(t *testing.T) {
+	d := repo(t, labCluster, 1, svcYAML("dns", "  type: NodePort\n  externalIPs: [198.18.0.99]\n  ports:\n    - {name: tcp, port: 53, nodePort: 30053}\n    - {name: udp, port: 53, protocol: UDP}\n"))
+	res := compute(t, Input{Desired: d})
+	if ps := svcOf(t, res, "m1", "default/dns").Ports; ps[0].NodePort != 30053 || ps[1].NodePort != 30053 {
+		t.Errorf("ports %+v: want UDP 53 to share TCP 53's explicit node port", ps)
+	}
+	if !strings.Contains(diagnostics(res), "warning: Service default/dns: spec.externalIPs: externalIPs are not routed") {
+		t.Errorf("diagnostics:\n%s", diagnostics(res))
+	}
+}

@@ -52,6 +52,12 @@
 // endpoints on the pass after it is observed: the loop already runs a pass
 // whenever an agent reports a change.
 //
+// Only reported pods count: an unreachable machine reports none, so its
+// pods leave every endpoint set and policy peer list, much as Kubernetes
+// marks the pods of an unreachable node not ready. A caller that would
+// rather keep them for a grace period passes their last reports with
+// Ready false.
+//
 // Networks share their Services, Pods and Ingress: treat them as
 // read-only. Generation is left zero for the caller. Compute does no I/O
 // and reads no clock.

@@ -151,16 +151,11 @@ func resolveIngress(rules []ingressRule, p *podInfo) []api.PolicyRule {
 		}
 		var ports []api.PolicyPort
 		for _, pp := range r.ports {
-			proto := protocolOf(pp)
-			switch {
-			case pp.Port == nil:
-				ports = append(ports, api.PolicyPort{Protocol: proto})
-			case pp.Port.Type == intstr.Int:
-				ports = append(ports, api.PolicyPort{Protocol: proto, Port: pp.Port.IntVal, EndPort: endPort(pp)})
-			default:
-				if n, ok := namedPort(p, pp.Port.StrVal, proto); ok {
-					ports = append(ports, api.PolicyPort{Protocol: proto, Port: n})
-				}
+			fp, fixed := fixedPort(pp)
+			if fixed {
+				ports = append(ports, fp)
+			} else if n, ok := namedPort(p, pp.Port.StrVal, fp.Protocol); ok {
+				ports = append(ports, api.PolicyPort{Protocol: fp.Protocol, Port: n})
 			}
 		}
 		if len(ports) > 0 {
@@ -202,12 +197,11 @@ func (s *state) egressRule(o *render.Object, field string, r networkingv1.Networ
 	var numeric []api.PolicyPort
 	var out []api.PolicyRule
 	for _, pp := range r.Ports {
-		proto := protocolOf(pp)
+		fp, fixed := fixedPort(pp)
+		proto := fp.Protocol
 		switch {
-		case pp.Port == nil:
-			numeric = append(numeric, api.PolicyPort{Protocol: proto})
-		case pp.Port.Type == intstr.Int:
-			numeric = append(numeric, api.PolicyPort{Protocol: proto, Port: pp.Port.IntVal, EndPort: endPort(pp)})
+		case fixed:
+			numeric = append(numeric, fp)
 		case podsOnly:
 			byNumber := map[int32][]netip.Addr{}
 			for _, p := range pods {
@@ -314,11 +308,22 @@ func protocolOf(pp networkingv1.NetworkPolicyPort) corev1.Protocol {
 	return cmp.Or(*pp.Protocol, corev1.ProtocolTCP)
 }
 
-func endPort(pp networkingv1.NetworkPolicyPort) int32 {
-	if pp.EndPort == nil || *pp.EndPort <= pp.Port.IntVal {
-		return 0
+// fixedPort is a policy port that means the same on every pod: every
+// port of the protocol, a number or a range. ok is false for a named port
+// (only its protocol is set then).
+func fixedPort(pp networkingv1.NetworkPolicyPort) (_ api.PolicyPort, ok bool) {
+	out := api.PolicyPort{Protocol: protocolOf(pp)}
+	switch {
+	case pp.Port == nil:
+		return out, true
+	case pp.Port.Type == intstr.Int:
+		out.Port = pp.Port.IntVal
+		if pp.EndPort != nil && *pp.EndPort > pp.Port.IntVal {
+			out.EndPort = *pp.EndPort
+		}
+		return out, true
 	}
-	return *pp.EndPort
+	return out, false
 }
 
 func sortAddrs(a []netip.Addr) []netip.Addr {

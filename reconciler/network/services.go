@@ -60,6 +60,9 @@ func (s *state) collectServices() {
 		for _, p := range sp.Ports {
 			sv.out.Ports = append(sv.out.Ports, api.ServicePort{Name: p.Name, Protocol: cmp.Or(p.Protocol, corev1.ProtocolTCP), Port: p.Port})
 		}
+		if len(sp.ExternalIPs) > 0 {
+			s.diag(render.SeverityWarning, o, "spec.externalIPs", "externalIPs are not routed by berth: use type LoadBalancer with the Cluster's spec.loadBalancer.pools")
+		}
 		s.services = append(s.services, sv)
 		s.svcByKey[sv.key] = sv
 	}
@@ -138,6 +141,7 @@ func (s *state) allocateNodePorts() {
 		key string
 	}
 	var rest []want
+	byKey := map[string]int32{} // the ports of one number share a node port
 	for _, sv := range s.services {
 		if !sv.external() {
 			continue
@@ -159,10 +163,12 @@ func (s *state) allocateNodePorts() {
 				s.diag(render.SeverityError, sv.obj, field, "nodePort %d is already used by %s: the port gets none", p.NodePort, pool.used[p.NodePort])
 			default:
 				sv.out.Ports[i].NodePort = p.NodePort
+				if _, ok := byKey[key]; !ok {
+					byKey[key] = p.NodePort
+				}
 			}
 		}
 	}
-	byKey := map[string]int32{}
 	var fresh []want
 	for _, w := range rest {
 		if n, ok := byKey[w.key]; ok {
