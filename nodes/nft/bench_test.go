@@ -45,11 +45,11 @@ func BenchmarkCompileFragments(b *testing.B) {
 	o := optionsOf(d)
 	b.ResetTimer()
 	for range b.N {
-		if _, err := compileGlobal(d); err != nil {
+		if _, err := compileGlobal(d, features{}); err != nil {
 			b.Fatal(err)
 		}
 		for i := range d.Services {
-			if _, err := compileService(&d.Services[i], o); err != nil {
+			if _, err := compileService(&d.Services[i], o, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -111,7 +111,7 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 	b.ReportMetric(float64(compile.Microseconds())/1000/float64(b.N), "compile-ms/op")
 	b.ReportMetric(float64(kernel.Microseconds())/1000/float64(b.N), "kernel-ms/op")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
-	if st := s.LastSync(); st.Full || st.ServicesChanged != 1 || st.ChainsAdded != 1 || st.ChainsDeleted != 1 {
+	if st := s.LastSync(); st.Full || st.ServicesChanged != 1 || st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.RulesAdded != 0 {
 		b.Errorf("not a one-endpoint delta: %+v", st)
 	}
 }

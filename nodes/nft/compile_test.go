@@ -198,9 +198,12 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
-func TestChainNamesBounded(t *testing.T) {
+func TestNamesBounded(t *testing.T) {
 	long := strings.Repeat("n", 253)
-	r, err := Compile("berth", node(web(func(s *Service) { s.Namespace = long; s.Name = long; s.AffinityTimeout = time.Minute })))
+	d := node(web(func(s *Service) { s.Namespace = long; s.Name = long; s.AffinityTimeout = time.Minute }))
+	d.Policies = []Policy{{Namespace: long, Name: long, Pods: []netip.Addr{addr("198.18.16.5")}, Ingress: true,
+		IngressRules: []PolicyRule{{Peers: []PolicyPeer{{Block: prefix("198.18.0.0/16"), Except: []netip.Prefix{prefix("198.18.1.0/24")}}}}}}}
+	r, err := Compile("berth", d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,14 +228,14 @@ func TestIntervalElements(t *testing.T) {
 	got := []string{}
 	for _, e := range intervalElements([]netip.Prefix{prefix("10.0.1.0/24"), prefix("10.0.0.0/24"), prefix("10.0.0.128/25"),
 		prefix("10.0.4.0/24"), prefix("0.0.0.0/0"), prefix("fd00::/8")}) {
-		got = append(got, e.Text)
+		got = append(got, intervalText(e.Key, e.KeyEnd))
 	}
 	if want := "0.0.0.0/0"; strings.Join(got, " ") != want {
 		t.Errorf("with 0/0: %v, want %s", got, want)
 	}
 	got = got[:0]
 	for _, e := range intervalElements([]netip.Prefix{prefix("10.0.1.0/24"), prefix("10.0.0.0/24"), prefix("10.0.0.128/25"), prefix("10.0.4.0/24"), prefix("10.0.2.0/24")}) {
-		got = append(got, e.Text)
+		got = append(got, intervalText(e.Key, e.KeyEnd))
 	}
 	if want := "10.0.0.0-10.0.2.255 10.0.4.0/24"; strings.Join(got, " ") != want {
 		t.Errorf("got %v, want %s", got, want)
@@ -252,3 +255,5 @@ func TestFirstError(t *testing.T) {
 		t.Error("a single error was changed")
 	}
 }
+
+func addrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

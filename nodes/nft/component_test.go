@@ -110,25 +110,26 @@ func TestServiceTraffic(t *testing.T) {
 		}
 	}
 
-	// Readable by Debian's nft, with our elements in it.
+	// Readable by Debian's nft (JSON and text), with our elements in it.
 	var listing struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
-	out := l.router.nft(t, "-j", "list", "table", "ip", "berth-test")
+	out := l.router.nft(t, "-j", "list", "ruleset")
 	if err := json.Unmarshal([]byte(out), &listing); err != nil {
 		t.Fatalf("nft -j output does not parse: %v\n%s", err, out)
 	}
 	found := false
 	for _, o := range listing.Nftables {
-		if m, ok := o["map"]; ok && strings.Contains(string(m), `"service-ips"`) {
-			found = strings.Contains(string(m), `"198.19.0.10"`) && strings.Contains(string(m), "service-KHN6ECMT")
+		if m, ok := o["map"]; ok && strings.Contains(string(m), `"service-endpoints"`) {
+			found = strings.Contains(string(m), `"198.19.0.10"`) && strings.Contains(string(m), `"198.18.16.6"`)
 		}
 	}
 	if !found {
-		t.Errorf("nft -j does not show the service-ips element:\n%s", out)
+		t.Errorf("nft -j does not show the service-endpoints elements:\n%s", out)
 	}
 	text := l.router.nft(t, "list", "ruleset")
-	for _, want := range []string{"numgen random mod 2 0 goto endpoint-", "dnat to 198.18.16.6:8080", "tcp . 30080 : goto external-"} {
+	for _, want := range []string{"numgen random mod 2 offset 1 map @service-endpoints",
+		"198.19.0.10 . tcp . 80 . 0x00000002 : 198.18.16.6 . 8080", "198.18.64.1 . tcp . 30080"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("nft list ruleset lacks %q:\n%s", want, text)
 		}
@@ -160,16 +161,94 @@ func TestServiceTraffic(t *testing.T) {
 func TestSessionAffinity(t *testing.T) {
 	l := newLab(t)
 	s := l.router.syncer(t)
+	ctx := context.Background()
 	d := labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, true))
 	d.Services[0].AffinityTimeout = time.Minute
-	if err := s.Sync(context.Background(), d); err != nil {
+	if err := s.Sync(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if got := replies(t, l.client, "198.19.0.10:80", 20); len(got) != 1 {
-		t.Errorf("with ClientIP affinity one client reached %v, want one endpoint", got)
+	got := replies(t, l.client, "198.19.0.10:80", 20)
+	if len(got) != 1 {
+		t.Fatalf("with ClientIP affinity one client reached %v, want one endpoint", got)
 	}
-	if out := l.router.nft(t, "list", "table", "ip", "berth-test"); !strings.Contains(out, "198.18.64.2 expires") {
-		t.Errorf("the client is not in an affinity set:\n%s", out)
+	if out := l.router.nft(t, "list", "map", "ip", "berth-test", "affinity"); !strings.Contains(out, "198.18.64.2 . 198.19.0.10 . tcp . 80 timeout") {
+		t.Errorf("the client is not in the affinity map:\n%s", out)
+	}
+	// The endpoint the client sticks to goes away: its affinity entry
+	// goes with it, and the client reaches the other one.
+	var stuck, other Endpoint
+	for r := range got {
+		stuck, other = d.Services[0].Endpoints[0], d.Services[0].Endpoints[1]
+		if strings.HasPrefix(r, "b ") {
+			stuck, other = other, stuck
+		}
+	}
+	d.Services[0].Endpoints = []Endpoint{other}
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full || st.AffinityDeleted != 1 {
+		t.Errorf("after removing the endpoint the client sticks to: %+v", st)
+	}
+	if out := l.router.nft(t, "list", "map", "ip", "berth-test", "affinity"); strings.Contains(out, stuck.IP.String()) {
+		t.Errorf("the affinity map still names %s:\n%s", stuck.IP, out)
+	}
+	if got := replies(t, l.client, "198.19.0.10:80", 5); len(got) != 1 {
+		t.Errorf("after the change: %v", got)
+	}
+}
+
+// TestTrafficPolicyLocal: externalTrafficPolicy Local sends outside
+// traffic to local endpoints only and keeps its source; pods use every
+// endpoint; internalTrafficPolicy Local keeps ClusterIP traffic local.
+func TestTrafficPolicyLocal(t *testing.T) {
+	l := newLab(t)
+	s := l.router.syncer(t)
+	ctx := context.Background()
+	// a is local, b stands for an endpoint on another machine.
+	d := labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, false))
+	d.Services[0].ExternalTrafficLocal = true
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := replies(t, l.client, "198.18.64.1:30080", 10); got["a from 198.18.64.2"] != 10 {
+		t.Errorf("outside traffic to the NodePort: %v, want only a, seeing the client", got)
+	}
+	if got := replies(t, l.a, "198.18.64.1:30080", 30); len(got) != 2 {
+		t.Errorf("pod traffic to the NodePort reached %v, want both endpoints", got)
+	}
+	if got := replies(t, l.client, "198.19.0.10:80", 30); len(got) != 2 {
+		t.Errorf("ClusterIP traffic reached %v, want both endpoints", got)
+	}
+
+	// No local endpoint: outside traffic is dropped, pods still get
+	// through.
+	d.Services[0].Endpoints = d.Services[0].Endpoints[1:]
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.client.dialWithin(t, "198.18.64.1:30080", denyTimeout); err == nil {
+		t.Error("outside traffic reached a NodePort with externalTrafficPolicy Local and no local endpoint")
+	}
+	if r, err := l.a.dial(t, "198.18.64.1:30080"); err != nil || r != "b from 198.18.16.2" {
+		t.Errorf("pod a to the NodePort: %q, %v", r, err)
+	}
+
+	// internalTrafficPolicy Local.
+	d = labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, false))
+	d.Services[0].InternalTrafficLocal = true
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := replies(t, l.client, "198.19.0.10:80", 10); got["a from 198.18.16.1"] != 10 {
+		t.Errorf("ClusterIP with internalTrafficPolicy Local: %v, want only a", got)
+	}
+	d.Services[0].Endpoints[0].Local = false
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.client.dialWithin(t, "198.19.0.10:80", denyTimeout); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("ClusterIP with internalTrafficPolicy Local and no local endpoint: %v, want dropped", err)
 	}
 }
 
@@ -235,6 +314,37 @@ func chainNames(objs []any) []string {
 	return names
 }
 
+// kernelElements lists the elements of a set or map of the test table, as
+// Debian's nft prints them.
+func kernelElements(t *testing.T, ns *testNetns, kind, set string) map[string]bool {
+	t.Helper()
+	out := ns.nft(t, "list", kind, "ip", "berth-test", set)
+	got := map[string]bool{}
+	i := strings.Index(out, "elements = {")
+	if i < 0 {
+		return got
+	}
+	body := out[i+len("elements = {"):]
+	body = body[:strings.Index(body, "}")]
+	for _, e := range strings.Split(body, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			got[e] = true
+		}
+	}
+	return got
+}
+
+func setDiff(a, b map[string]bool) []string {
+	var out []string
+	for k := range a {
+		if !b[k] {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
 	ns := newNetns(t, "delta")
 	s := ns.syncer(t)
@@ -243,9 +353,13 @@ func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
 	if err := s.Sync(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	before := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
-	if n := strings.Count(before, ": goto service-"); n != 300 {
-		t.Fatalf("service-ips holds %d elements, want 300", n)
+	before := kernelElements(t, ns, "map", mapServiceEndpoints)
+	if len(before) != 1500 {
+		t.Fatalf("service-endpoints holds %d elements, want 1500", len(before))
+	}
+	frags := map[serviceKey]*fragment{}
+	for k, v := range s.services {
+		frags[k] = v.frag
 	}
 
 	// Replace one endpoint of one service.
@@ -256,51 +370,44 @@ func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
 		}
 	})
 	st := s.LastSync()
-	if st.Full || st.ServicesChanged != 1 || st.ChainsAdded != 1 || st.ChainsDeleted != 1 || st.ChainsRewritten != 1 ||
-		st.ElementsAdded != 0 || st.ElementsDeleted != 0 {
+	if st.Full || st.ServicesChanged != 1 || st.ElementsAdded != 1 || st.ElementsDeleted != 1 ||
+		st.ChainsAdded+st.ChainsDeleted+st.ChainsRewritten+st.RulesAdded+st.SetsAdded+st.SetsDeleted != 0 {
 		t.Errorf("stats: %+v", st)
 	}
-	newChain := func(n []string) bool { return len(n) == 1 && strings.Contains(n[0], "svc-234/tcp/http__198.18.99.99/") }
-	oldChain := func(n []string) bool { return len(n) == 1 && strings.Contains(n[0], "svc-234/tcp/http__198.18.2.") }
-	if n := chainNames(ev[nftables.MonitorEventTypeNewChain]); !newChain(n) {
-		t.Errorf("kernel created chains %v", n)
+	// The mirror: every other service keeps its fragment.
+	for k, v := range s.services {
+		if k.name != "svc-234" && v.frag != frags[k] {
+			t.Errorf("%s was compiled again", k)
+		}
 	}
-	if n := chainNames(ev[nftables.MonitorEventTypeDelChain]); !oldChain(n) {
-		t.Errorf("kernel deleted chains %v", n)
+	// The kernel: one element out, one in, nothing else.
+	if a, d := len(ev[nftables.MonitorEventTypeNewSetElem]), len(ev[nftables.MonitorEventTypeDelSetElem]); a != 1 || d != 1 {
+		t.Errorf("kernel: %d element additions, %d deletions; want 1 and 1", a, d)
 	}
-	// No set or map changes at all.
-	for _, typ := range []nftables.MonitorEventType{nftables.MonitorEventTypeNewSetElem, nftables.MonitorEventTypeDelSetElem,
-		nftables.MonitorEventTypeNewSet, nftables.MonitorEventTypeDelSet} {
+	for _, typ := range []nftables.MonitorEventType{nftables.MonitorEventTypeNewChain, nftables.MonitorEventTypeDelChain,
+		nftables.MonitorEventTypeNewRule, nftables.MonitorEventTypeDelRule, nftables.MonitorEventTypeNewSet, nftables.MonitorEventTypeDelSet} {
 		if n := len(ev[typ]); n != 0 {
 			t.Errorf("kernel reported %d events of type %d, want none", n, typ)
 		}
 	}
-	// Rules: the service chain's (masquerade rule, four numgen choices and
-	// the last goto) and the new endpoint chain's two.
-	if n := len(ev[nftables.MonitorEventTypeNewRule]); n != 8 {
-		t.Errorf("kernel added %d rules, want 8", n)
-	}
-	after := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
-	if before != after {
-		t.Errorf("service-ips changed:\n%s", lineDiff(before, after))
+	after := kernelElements(t, ns, "map", mapServiceEndpoints)
+	gone, came := setDiff(before, after), setDiff(after, before)
+	if len(gone) != 1 || len(came) != 1 || !strings.HasPrefix(gone[0], "198.19.0.234 . tcp . 80 . ") ||
+		!strings.HasPrefix(came[0], "198.19.0.234 . tcp . 80 . ") || !strings.HasSuffix(came[0], ": 198.18.99.99 . 8000") ||
+		gone[0][:strings.Index(gone[0], ":")] != came[0][:strings.Index(came[0], ":")] {
+		t.Errorf("service-endpoints changed by -%v +%v, want one slot of 198.19.0.234 rewritten", gone, came)
 	}
 
-	// The service loses its endpoints: one element moves between maps.
+	// The service loses its endpoints: its elements go, one comes.
 	d.Services[234].Endpoints = nil
-	ev = transaction(t, ns, func() {
-		if err := s.Sync(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if st := s.LastSync(); st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.ChainsDeleted != 6 || st.ChainsAdded != 0 {
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.ElementsAdded != 1 || st.ElementsDeleted != 6 || st.RulesAdded != 0 {
 		t.Errorf("stats: %+v", st)
 	}
-	if a, d := len(ev[nftables.MonitorEventTypeNewSetElem]), len(ev[nftables.MonitorEventTypeDelSetElem]); a != 1 || d != 1 {
-		t.Errorf("kernel: %d element additions, %d deletions; want 1 and 1", a, d)
-	}
-	out := ns.nft(t, "list", "map", "ip", "berth-test", "no-endpoint-services")
-	if !strings.Contains(out, "198.19.0.234 . tcp . 80") {
-		t.Errorf("no-endpoint-services lacks the service:\n%s", out)
+	if !kernelElements(t, ns, "set", setNoEndpointReject)[`198.19.0.234 . tcp . 80 comment "ns/svc-234:http"`] {
+		t.Errorf("no-endpoint-reject lacks the service:\n%s", ns.nft(t, "list", "set", "ip", "berth-test", setNoEndpointReject))
 	}
 
 	// Nothing changed: nothing sent.
@@ -310,16 +417,21 @@ func TestOneEndpointChangeSendsOnlyTheDelta(t *testing.T) {
 	if st := s.LastSync(); st.ServicesChanged != 0 || st.RulesAdded != 0 || st.ElementsAdded+st.ElementsDeleted != 0 || st.ChainsDeleted != 0 {
 		t.Errorf("sync without change: %+v", st)
 	}
-	// Down to one service: everything else goes, incrementally.
+	// Down to one service with one endpoint: everything else goes,
+	// incrementally, and the services chain gets the rule for one
+	// endpoint instead of five.
 	if err := s.Sync(ctx, many(1, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.LastSync(); st.Full || st.ChainsDeleted != 298*6+4 || st.ElementsDeleted != 2*299 {
+	if st := s.LastSync(); st.Full || st.ElementsAdded != 1 || st.ElementsDeleted != 5+298*7+2 || st.ChainsRewritten != 1 {
 		t.Errorf("shrinking to one service: %+v", st)
 	}
-	out = ns.nft(t, "list", "table", "ip", "berth-test")
-	if n := strings.Count(out, "\tchain "); n != 19 {
-		t.Errorf("%d chains left, want 17 table-wide and 2 for the service:\n%s", n, out)
+	if got := kernelElements(t, ns, "map", mapServiceEndpoints); len(got) != 1 {
+		t.Errorf("service-endpoints: %v", got)
+	}
+	out := ns.nft(t, "list", "chain", "ip", "berth-test", chainServices)
+	if !strings.Contains(out, "numgen random mod 1 map") || strings.Contains(out, "mod 5") {
+		t.Errorf("services chain:\n%s", out)
 	}
 }
 
@@ -350,7 +462,7 @@ func TestFailedBatchRebuilds(t *testing.T) {
 	if got, w := strings.Count(out, "\tchain "), len(want.Chains); got != w {
 		t.Errorf("table has %d chains after the rebuild, want %d", got, w)
 	}
-	if !strings.Contains(out, "dnat to 198.18.77.1:8000") {
+	if !strings.Contains(ns.nft(t, "list", "map", "ip", "berth-test", mapServiceEndpoints), ": 198.18.77.1 . 8000") {
 		t.Errorf("the change is missing after the rebuild:\n%s", out)
 	}
 	// And the next change is incremental again.
@@ -397,9 +509,8 @@ func TestLargeBatch(t *testing.T) {
 	if err := s.Sync(context.Background(), many(6000, 1)); err != nil {
 		t.Fatal(err)
 	}
-	out := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
-	if n := strings.Count(out, ": goto service-"); n != 6000 {
-		t.Errorf("service-ips holds %d elements, want 6000", n)
+	if n := len(kernelElements(t, ns, "map", mapServiceEndpoints)); n != 6000 {
+		t.Errorf("service-endpoints holds %d elements, want 6000", n)
 	}
 }
 
@@ -496,7 +607,7 @@ func TestConflictingServicesRefused(t *testing.T) {
 	if err := s.Sync(ctx, d); err == nil || !strings.Contains(err.Error(), "both claim") {
 		t.Fatalf("Sync with two services on one address: %v", err)
 	}
-	out := ns.nft(t, "list", "map", "ip", "berth-test", "service-ips")
+	out := ns.nft(t, "list", "set", "ip", "berth-test", "service-ips")
 	if !strings.Contains(out, "198.19.0.2 . tcp . 80") {
 		t.Errorf("svc-2's old element is gone:\n%s", out)
 	}

@@ -27,29 +27,36 @@ var setTypes = map[SetType]nftables.SetDatatype{
 	TypeIPv4Addr:    nftables.TypeIPAddr,
 	TypeInetProto:   nftables.TypeInetProto,
 	TypeInetService: nftables.TypeInetService,
+	TypeMark:        nftables.TypeMark,
+}
+
+func datatype(ts []SetType) (nftables.SetDatatype, bool, error) {
+	if len(ts) == 1 {
+		return setTypes[ts[0]], false, nil
+	}
+	types := make([]nftables.SetDatatype, len(ts))
+	for i, t := range ts {
+		types[i] = setTypes[t]
+	}
+	dt, err := nftables.ConcatSetType(types...)
+	return dt, true, err
 }
 
 // addSet queues the creation of an empty set.
 func (l *lowerer) addSet(s *Set) error {
-	ns := &nftables.Set{Table: l.table, Name: s.Name, Comment: s.Comment, Interval: s.Interval}
-	if len(s.Key) == 1 {
-		ns.KeyType = setTypes[s.Key[0]]
-	} else {
-		types := make([]nftables.SetDatatype, len(s.Key))
-		for i, t := range s.Key {
-			types[i] = setTypes[t]
-		}
-		kt, err := nftables.ConcatSetType(types...)
-		if err != nil {
+	ns := &nftables.Set{Table: l.table, Name: s.Name, Comment: s.Comment, Interval: s.Interval, Size: s.Size}
+	var err error
+	if ns.KeyType, ns.Concatenation, err = datatype(s.Key); err != nil {
+		return fmt.Errorf("set %s: %w", s.Name, err)
+	}
+	if s.Data != nil {
+		ns.IsMap = true
+		if ns.DataType, _, err = datatype(s.Data); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		ns.KeyType, ns.Concatenation = kt, true
 	}
-	if s.Verdict {
-		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
-	}
-	if s.Timeout > 0 {
-		ns.HasTimeout, ns.Dynamic, ns.Timeout = true, true, s.Timeout
+	if s.Dynamic {
+		ns.HasTimeout, ns.Dynamic = true, true
 	}
 	if err := l.conn.AddSet(ns, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
@@ -91,11 +98,7 @@ func (l *lowerer) elements(set string, es []Element, del bool) (int, error) {
 	}
 	for i := range es {
 		e := &es[i]
-		ne := nftables.SetElement{Key: e.Key, Comment: e.Comment}
-		if e.Verdict != nil {
-			ne.VerdictData = verdictExpr(*e.Verdict)
-		}
-		batch = append(batch, ne)
+		batch = append(batch, nftables.SetElement{Key: e.Key, Val: e.Data, Comment: e.Comment})
 		if e.KeyEnd != nil && !isZero(e.KeyEnd) {
 			// Interval: the exclusive end, flagged (a range that runs to
 			// the top of the address space has none).

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
-	"time"
 )
 
 // Ruleset is the content of berth's table: what Compile produces and what a
 // Syncer writes. Its String is nft syntax (close to what `nft list table`
-// prints), which the golden tests compare.
+// prints), which the golden tests compare and Debian's nft loads.
 type Ruleset struct {
 	Table  string
 	Sets   []*Set   // sorted by name
@@ -32,70 +32,139 @@ type BaseChain struct {
 	Priority int
 }
 
-// SetType is the type of one component of a set key.
+// SetType is the type of one component of a set key or map value.
 type SetType int
 
-// Key component types.
+// Key and value component types. Each takes one 32-bit register.
 const (
 	TypeIPv4Addr SetType = iota
 	TypeInetProto
 	TypeInetService
+	// TypeMark is a 32-bit integer in host byte order: the endpoint slot
+	// that "numgen random" picks.
+	TypeMark
 )
 
 func (t SetType) String() string {
-	return [...]string{"ipv4_addr", "inet_proto", "inet_service"}[t]
+	return [...]string{"ipv4_addr", "inet_proto", "inet_service", "mark"}[t]
 }
 
-// Set is a named set, or a verdict map when Verdict is set.
+// Set is a named set, or a data map when Data is set.
 type Set struct {
-	Name    string
-	Key     []SetType // more than one is a concatenation
-	Verdict bool      // a map to verdicts ("vmap")
+	Name string
+	Key  []SetType // more than one is a concatenation
+	Data []SetType // a map's value; nil for a set
+	// Typeof, when set, is printed instead of the types: nft parses a rule
+	// that fills a key field from numgen only against a typeof
+	// declaration. The kernel holds the same set typed by Key.
+	Typeof string
 	// Interval sets hold prefixes (their elements have KeyEnd).
 	Interval bool
-	// Timeout, when set, makes a dynamic set whose elements expire (session
-	// affinity).
-	Timeout  time.Duration
-	Comment  string
-	Elements []Element // sorted by Text
+	// Dynamic sets are updated from the packet path; their elements may
+	// carry timeouts.
+	Dynamic bool
+	Size    uint32 // the most elements it may hold, 0 for no limit
+	Comment string
+	// Elements, sorted by their printed form.
+	Elements []Element
 }
 
 // sameSpec reports whether two sets have the same definition (not
 // contents): a set whose definition changes must be recreated.
 func (s *Set) sameSpec(o *Set) bool {
-	return s.Name == o.Name && sliceEqual(s.Key, o.Key) && s.Verdict == o.Verdict &&
-		s.Interval == o.Interval && s.Timeout == o.Timeout && s.Comment == o.Comment
+	return s.Name == o.Name && sliceEqual(s.Key, o.Key) && sliceEqual(s.Data, o.Data) && s.Typeof == o.Typeof &&
+		s.Interval == o.Interval && s.Dynamic == o.Dynamic && s.Size == o.Size && s.Comment == o.Comment
 }
 
-// Element is one set or map element.
+// Element is one set or map element, as the kernel stores it:
+// concatenated fields each padded to 4 bytes.
 type Element struct {
-	// Text is the key in nft syntax; it identifies the element.
-	Text string
-	// Key is the key as the kernel stores it (concatenated fields padded to
-	// 4 bytes); KeyEnd is the exclusive end of an interval element.
-	Key, KeyEnd []byte
-	// Verdict is the value of a verdict map element.
-	Verdict *Verdict
+	Key []byte
+	// KeyEnd is the exclusive end of an interval element.
+	KeyEnd []byte
+	// Data is a map element's value.
+	Data    []byte
 	Comment string
-}
-
-func (e *Element) String() string {
-	s := e.Text
-	if e.Comment != "" {
-		s += fmt.Sprintf(" comment %q", e.Comment)
-	}
-	if e.Verdict != nil {
-		s += " : " + e.Verdict.String()
-	}
-	return s
 }
 
 // sameValue reports whether two elements with the same key say the same.
 func (e *Element) sameValue(o *Element) bool {
-	if (e.Verdict == nil) != (o.Verdict == nil) || e.Comment != o.Comment {
-		return false
+	return e.Comment == o.Comment && string(e.Data) == string(o.Data) && string(e.KeyEnd) == string(o.KeyEnd)
+}
+
+// text prints the element in nft syntax.
+func (e *Element) text(s *Set) string {
+	var b strings.Builder
+	if s.Interval {
+		b.WriteString(intervalText(e.Key, e.KeyEnd))
+	} else {
+		formatFields(&b, s.Key, e.Key)
 	}
-	return e.Verdict == nil || *e.Verdict == *o.Verdict
+	if e.Comment != "" {
+		fmt.Fprintf(&b, " comment %q", e.Comment)
+	}
+	if s.Data != nil {
+		b.WriteString(" : ")
+		formatFields(&b, s.Data, e.Data)
+	}
+	return b.String()
+}
+
+// formatFields prints concatenated fields, each 4 bytes in b.
+func formatFields(b *strings.Builder, types []SetType, raw []byte) {
+	for i, t := range types {
+		if i > 0 {
+			b.WriteString(" . ")
+		}
+		if len(raw) < 4*(i+1) {
+			b.WriteString("?")
+			continue
+		}
+		f := raw[4*i : 4*i+4]
+		switch t {
+		case TypeIPv4Addr:
+			b.WriteString(netip.AddrFrom4([4]byte(f)).String())
+		case TypeInetProto:
+			b.WriteString(protoText(f[0]))
+		case TypeInetService:
+			b.WriteString(strconv.Itoa(int(binary.BigEndian.Uint16(f))))
+		case TypeMark:
+			b.WriteString(strconv.FormatUint(uint64(binary.NativeEndian.Uint32(f)), 10))
+		}
+	}
+}
+
+func protoText(p byte) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// intervalText prints the IPv4 interval [first, end) as a prefix when it
+// is one, otherwise as a range.
+func intervalText(first, end []byte) string {
+	f := uint64(binary.BigEndian.Uint32(first))
+	e := uint64(1) << 32
+	if len(end) == 4 && binary.BigEndian.Uint32(end) != 0 {
+		e = uint64(binary.BigEndian.Uint32(end))
+	}
+	a := netip.AddrFrom4([4]byte(first))
+	size := e - f
+	if size&(size-1) == 0 && f%size == 0 {
+		bits := 32
+		for s := size; s > 1; s >>= 1 {
+			bits--
+		}
+		return netip.PrefixFrom(a, bits).String()
+	}
+	last := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, uint32(e-1))))
+	return a.String() + "-" + last.String()
 }
 
 // Rule is one rule: statements evaluated in order.
@@ -139,7 +208,7 @@ const (
 	Goto
 )
 
-// Verdict is a verdict statement or a verdict map value.
+// Verdict is a verdict statement.
 type Verdict struct {
 	Kind  VerdictKind
 	Chain string // for Jump and Goto
@@ -160,9 +229,7 @@ func (v Verdict) String() string {
 	}
 }
 
-func jump(chain string) Verdict     { return Verdict{Kind: Jump, Chain: chain} }
-func goTo(chain string) Verdict     { return Verdict{Kind: Goto, Chain: chain} }
-func gotoPtr(chain string) *Verdict { v := goTo(chain); return &v }
+func jump(chain string) Verdict { return Verdict{Kind: Jump, Chain: chain} }
 
 // String prints the rule set in nft syntax.
 func (r *Ruleset) String() string {
@@ -170,21 +237,24 @@ func (r *Ruleset) String() string {
 	fmt.Fprintf(&b, "table ip %s {\n", r.Table)
 	for _, s := range r.Sets {
 		kind := "set"
-		if s.Verdict {
+		if s.Data != nil {
 			kind = "map"
 		}
 		fmt.Fprintf(&b, "\t%s %s {\n", kind, s.Name)
-		types := make([]string, len(s.Key))
-		for i, t := range s.Key {
-			types[i] = t.String()
+		if s.Typeof != "" {
+			fmt.Fprintf(&b, "\t\ttypeof %s\n", s.Typeof)
+		} else {
+			fmt.Fprintf(&b, "\t\ttype %s", joinTypes(s.Key))
+			if s.Data != nil {
+				b.WriteString(" : " + joinTypes(s.Data))
+			}
+			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\t\ttype %s", strings.Join(types, " . "))
-		if s.Verdict {
-			b.WriteString(" : verdict")
+		if s.Size > 0 {
+			fmt.Fprintf(&b, "\t\tsize %d\n", s.Size)
 		}
-		b.WriteString("\n")
 		var flags []string
-		if s.Timeout > 0 {
+		if s.Dynamic {
 			flags = append(flags, "dynamic", "timeout")
 		}
 		if s.Interval {
@@ -193,19 +263,16 @@ func (r *Ruleset) String() string {
 		if len(flags) > 0 {
 			fmt.Fprintf(&b, "\t\tflags %s\n", strings.Join(flags, ","))
 		}
-		if s.Timeout > 0 {
-			fmt.Fprintf(&b, "\t\ttimeout %ds\n", int64(s.Timeout/time.Second))
-		}
 		if s.Comment != "" {
 			fmt.Fprintf(&b, "\t\tcomment %q\n", s.Comment)
 		}
 		if len(s.Elements) > 0 {
 			b.WriteString("\t\telements = {")
-			for i, e := range s.Elements {
+			for i := range s.Elements {
 				if i > 0 {
 					b.WriteString(",")
 				}
-				fmt.Fprintf(&b, "\n\t\t\t%s", e.String())
+				fmt.Fprintf(&b, "\n\t\t\t%s", s.Elements[i].text(s))
 			}
 			b.WriteString(" }\n")
 		}
@@ -226,6 +293,14 @@ func (r *Ruleset) String() string {
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+func joinTypes(ts []SetType) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.String()
+	}
+	return strings.Join(names, " . ")
 }
 
 // priorityName prints a priority as nft accepts and lists it: by name
@@ -252,7 +327,20 @@ const (
 func sortRuleset(r *Ruleset) {
 	sort.Slice(r.Sets, func(i, j int) bool { return r.Sets[i].Name < r.Sets[j].Name })
 	for _, s := range r.Sets {
-		sortElements(s.Elements)
+		texts := make(map[*Element]string, len(s.Elements))
+		for i := range s.Elements {
+			texts[&s.Elements[i]] = s.Elements[i].text(s)
+		}
+		idx := make([]int, len(s.Elements))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return texts[&s.Elements[idx[a]]] < texts[&s.Elements[idx[b]]] })
+		sorted := make([]Element, len(s.Elements))
+		for i, j := range idx {
+			sorted[i] = s.Elements[j]
+		}
+		s.Elements = sorted
 	}
 	sort.SliceStable(r.Chains, func(i, j int) bool {
 		a, b := r.Chains[i], r.Chains[j]
@@ -264,10 +352,6 @@ func sortRuleset(r *Ruleset) {
 		}
 		return a.Name < b.Name
 	})
-}
-
-func sortElements(es []Element) {
-	sort.Slice(es, func(i, j int) bool { return es[i].Text < es[j].Text })
 }
 
 // Element keys. Concatenated fields are padded to 4 bytes, as the kernel
@@ -288,23 +372,36 @@ func protoNumber(p Protocol) byte {
 
 func ipKey(ip netip.Addr) Element {
 	b := ip.As4()
-	return Element{Text: ip.String(), Key: b[:]}
+	return Element{Key: b[:]}
 }
 
-// serviceKeyElem is "ip . proto . port".
-func ipProtoPortKey(ip netip.Addr, p Protocol, port uint16) Element {
+// tuple is "ip . proto . port", the key of a Service address: 12 bytes.
+type tuple [12]byte
+
+func makeTuple(ip netip.Addr, p Protocol, port uint16) tuple {
+	var t tuple
 	a := ip.As4()
-	k := make([]byte, 12)
-	copy(k, a[:])
-	k[4] = protoNumber(p)
-	binary.BigEndian.PutUint16(k[8:], port)
-	return Element{Text: fmt.Sprintf("%s . %s . %d", ip, protoName(p), port), Key: k}
+	copy(t[:], a[:])
+	t[4] = protoNumber(p)
+	binary.BigEndian.PutUint16(t[8:], port)
+	return t
 }
 
-// protoPortKey is "proto . port".
-func protoPortKey(p Protocol, port uint16) Element {
-	k := make([]byte, 8)
-	k[0] = protoNumber(p)
-	binary.BigEndian.PutUint16(k[4:], port)
-	return Element{Text: fmt.Sprintf("%s . %d", protoName(p), port), Key: k}
+func (t tuple) elem() Element { return Element{Key: append([]byte(nil), t[:]...)} }
+
+// slotKey is "ip . proto . port . slot".
+func slotKey(t tuple, slot uint32) []byte {
+	k := make([]byte, 16)
+	copy(k, t[:])
+	binary.NativeEndian.PutUint32(k[12:], slot)
+	return k
+}
+
+// addrPortData is "ip . port", a DNAT target.
+func addrPortData(ap netip.AddrPort) []byte {
+	d := make([]byte, 8)
+	a := ap.Addr().As4()
+	copy(d, a[:])
+	binary.BigEndian.PutUint16(d[4:], ap.Port())
+	return d
 }

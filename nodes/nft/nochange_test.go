@@ -19,23 +19,34 @@ func primed(tb testing.TB, d *Desired) *Syncer {
 	}
 	s := &Syncer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), conn: conn,
 		table: &nftables.Table{Name: "t", Family: nftables.TableFamilyIPv4}, services: map[serviceKey]*svcState{},
-		owners: map[string]serviceKey{}}
-	global, err := compileGlobal(d)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.global, s.opts, s.synced = global, optionsOf(d), true
+		owners: map[string]serviceKey{}, shared: map[string]*sharedElem{}, refs: map[feature]int{}}
+	s.opts, s.synced = optionsOf(d), true
 	for i := range d.Services {
 		in := &d.Services[i]
-		f, err := compileService(in, s.opts)
+		f, err := compileService(in, s.opts, nil)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		s.services[in.key()] = &svcState{in: in.clone(), frag: f}
-		for _, e := range f.elems {
-			s.owners[elemID(e.set, e.Text)] = in.key()
+		for _, c := range f.claims {
+			s.owners[c] = in.key()
+		}
+		for _, ft := range f.features {
+			s.refs[ft]++
+		}
+		for _, e := range f.shared {
+			id := elemID(e.set, e.Key)
+			if s.shared[id] == nil {
+				s.shared[id] = &sharedElem{setElem: e}
+			}
+			s.shared[id].n++
 		}
 	}
+	global, err := compileGlobal(d, featuresOf(s.refs))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.global = global
 	return s
 }
 

@@ -82,43 +82,60 @@ func (p *plan) diff(old, new *fragment) {
 			p.delChains = append(p.delChains, c)
 		}
 	}
+	p.diffElems(old.elems, new.elems)
+}
 
-	oldElems := make(map[string]*setElem, len(old.elems))
-	for i := range old.elems {
-		e := &old.elems[i]
-		oldElems[elemID(e.set, e.Text)] = e
-	}
+// diffElems adds what turns the elements old into new.
+func (p *plan) diffElems(old, new []setElem) {
 	changedInterval := map[string]bool{}
-	for i := range new.elems {
-		e := &new.elems[i]
-		id := elemID(e.set, e.Text)
-		o := oldElems[id]
-		delete(oldElems, id)
-		if o != nil && o.sameValue(&e.Element) {
-			continue
+	if len(old) == 0 {
+		// Everything is new (a rebuild, a new Service): no lookups.
+		for i := range new {
+			e := &new[i]
+			if p.intervals[e.set] {
+				changedInterval[e.set] = true
+				continue
+			}
+			p.addElems[e.set] = append(p.addElems[e.set], e.Element)
 		}
-		if p.intervals[e.set] {
-			changedInterval[e.set] = true
-			continue
+	} else {
+		oldElems := make(map[string]*setElem, len(old))
+		for i := range old {
+			e := &old[i]
+			oldElems[elemID(e.set, e.Key)] = e
 		}
-		if o != nil {
-			p.delElems[e.set] = append(p.delElems[e.set], o.Element)
+		for i := range new {
+			e := &new[i]
+			id := elemID(e.set, e.Key)
+			o := oldElems[id]
+			delete(oldElems, id)
+			if o != nil && o.sameValue(&e.Element) {
+				continue
+			}
+			if p.intervals[e.set] {
+				changedInterval[e.set] = true
+				continue
+			}
+			if o != nil {
+				p.delElems[e.set] = append(p.delElems[e.set], o.Element)
+			}
+			p.addElems[e.set] = append(p.addElems[e.set], e.Element)
 		}
-		p.addElems[e.set] = append(p.addElems[e.set], e.Element)
-	}
-	for _, o := range old.elems {
-		if oldElems[elemID(o.set, o.Text)] == nil {
-			continue
+		for i := range old {
+			o := &old[i]
+			if oldElems[elemID(o.set, o.Key)] == nil {
+				continue
+			}
+			if p.intervals[o.set] {
+				changedInterval[o.set] = true
+				continue
+			}
+			p.delElems[o.set] = append(p.delElems[o.set], o.Element)
 		}
-		if p.intervals[o.set] {
-			changedInterval[o.set] = true
-			continue
-		}
-		p.delElems[o.set] = append(p.delElems[o.set], o.Element)
 	}
 	for set := range changedInterval {
 		var all []Element
-		for _, e := range new.elems {
+		for _, e := range new {
 			if e.set == set {
 				all = append(all, e.Element)
 			}
@@ -126,6 +143,8 @@ func (p *plan) diff(old, new *fragment) {
 		p.refill[set] = all
 	}
 }
+
+func elemID(set string, key []byte) string { return set + "\x00" + string(key) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

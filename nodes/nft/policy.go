@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -59,6 +61,18 @@ const (
 	policyNameMax      = 200 // leaves room for the suffixes
 )
 
+// hashAndTruncate prefixes name with a hash of itself (so that a truncated
+// name stays unique and similar names look different) and truncates it.
+func hashAndTruncate(name string) string {
+	h := sha256.Sum256([]byte(name))
+	// 5 bytes are exactly 8 base32 characters.
+	s := base32.StdEncoding.EncodeToString(h[:5]) + "-" + name
+	if len(s) > policyNameMax {
+		s = s[:policyNameMax-3] + "..."
+	}
+	return s
+}
+
 func (p *Policy) validate() error {
 	if p.Namespace == "" || p.Name == "" {
 		return fmt.Errorf("network policy %q/%q: namespace and name are required", p.Namespace, p.Name)
@@ -100,8 +114,8 @@ func compilePolicies(f *fragment, policies []Policy) error {
 	fwd := base(chainPolicyForward, "filter", "forward", prioFilter)
 	fwd.Rules = []Rule{
 		rule(MatchCtState{CtEstablished | CtRelated}, Verdict{Kind: Accept}),
-		rule(MatchSet{Field: IPSaddr, Set: setEgressPods}, jump(chainPolicyEgress)),
-		rule(MatchSet{Field: IPDaddr, Set: setIngressPods}, jump(chainPolicyIngress)),
+		rule(inSet(setEgressPods, IPSaddr), jump(chainPolicyEgress)),
+		rule(inSet(setIngressPods, IPDaddr), jump(chainPolicyIngress)),
 	}
 	ingress := &Chain{Name: chainPolicyIngress}
 	egress := &Chain{Name: chainPolicyEgress}
@@ -120,9 +134,6 @@ func compilePolicies(f *fragment, policies []Policy) error {
 			continue
 		}
 		name := hashAndTruncate(p.Namespace + "/" + p.Name)
-		if len(name) > policyNameMax {
-			name = name[:policyNameMax]
-		}
 		podsSet := prefixPolicy + name + "-pods"
 		pods := hostPrefixes(p.Pods)
 		f.sets = append(f.sets, &Set{Name: podsSet, Key: []SetType{TypeIPv4Addr}, Interval: true})
@@ -161,14 +172,14 @@ func compilePolicies(f *fragment, policies []Policy) error {
 					for _, e := range intervalElements(cidrs) {
 						f.elem(set, e)
 					}
-					var m Stmt = MatchSet{Field: d.peer, Set: set}
+					var m Stmt = inSet(set, d.peer)
 					if len(v4Prefixes(peer.Except)) > 0 {
 						except := set + "-except"
 						f.sets = append(f.sets, &Set{Name: except, Key: []SetType{TypeIPv4Addr}, Interval: true})
 						for _, e := range intervalElements(peer.Except) {
 							f.elem(except, e)
 						}
-						m = both{m, MatchSet{Field: d.peer, Not: true, Set: except}}
+						m = both{m, notInSet(except, d.peer)}
 					}
 					peers = append(peers, m)
 				}
@@ -188,7 +199,7 @@ func compilePolicies(f *fragment, policies []Policy) error {
 				}
 				for _, peer := range peers {
 					for _, port := range ports {
-						stmts := []Stmt{MatchSet{Field: d.self, Set: podsSet}}
+						stmts := []Stmt{inSet(podsSet, d.self)}
 						if peer != nil {
 							stmts = append(stmts, peer)
 						}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -18,7 +19,8 @@ type Stmt interface {
 	lower(l *lowerer) ([]expr.Any, error)
 }
 
-// Field is a packet field a statement matches on or a key is built from.
+// Field is a packet or conntrack field a statement matches on or a key is
+// built from. Each fits one 32-bit register.
 type Field int
 
 // Fields.
@@ -27,10 +29,16 @@ const (
 	IPDaddr
 	L4Proto
 	THDport
+	// CtOrigDaddr and CtOrigDport are the destination the connection was
+	// opened to, before DNAT ("ct original ip daddr", "ct original
+	// proto-dst"; nft wants a protocol match before the latter).
+	CtOrigDaddr
+	CtOrigDport
 )
 
 func (f Field) String() string {
-	return [...]string{"ip saddr", "ip daddr", "meta l4proto", "th dport"}[f]
+	return [...]string{"ip saddr", "ip daddr", "meta l4proto", "th dport",
+		"ct original ip daddr", "ct original proto-dst"}[f]
 }
 
 // load puts the field into register reg.
@@ -42,10 +50,53 @@ func (f Field) load(reg uint32) expr.Any {
 		return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
 	case L4Proto:
 		return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}
+	case CtOrigDaddr:
+		return &expr.Ct{Register: reg, Key: expr.CtKeyDST, Direction: 0}
+	case CtOrigDport:
+		return &expr.Ct{Register: reg, Key: expr.CtKeyPROTODST, Direction: 0}
 	default:
 		return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
 	}
 }
+
+// Registers: a concatenation starts in the 16-byte register 1 (the 32-bit
+// registers 8 to 11) and each further field takes the next 32-bit one; a
+// second concatenation starts in register 2 (32-bit registers 12 to 15).
+const (
+	reg1, reg2     = 1, 2
+	reg32of1       = 8
+	reg32of2       = 12
+	maxConcatField = 4
+)
+
+// loadConcat loads fields into consecutive 32-bit registers from the
+// 16-byte register base.
+func loadConcat(fields []Field, base uint32) []expr.Any {
+	out := make([]expr.Any, 0, len(fields))
+	first := uint32(reg32of1)
+	if base == reg2 {
+		first = reg32of2
+	}
+	for i, f := range fields {
+		reg := base
+		if i > 0 {
+			reg = first + uint32(i)
+		}
+		out = append(out, f.load(reg))
+	}
+	return out
+}
+
+func concatString(fields []Field) string {
+	parts := make([]string, len(fields))
+	for i, f := range fields {
+		parts[i] = f.String()
+	}
+	return strings.Join(parts, " . ")
+}
+
+// tupleFields is a Service address: "ip daddr . meta l4proto . th dport".
+var tupleFields = []Field{IPDaddr, L4Proto, THDport}
 
 func cmpOp(neg bool) (expr.CmpOp, string) {
 	if neg {
@@ -109,16 +160,22 @@ func (m MatchProto) lower(*lowerer) ([]expr.Any, error) {
 	return []expr.Any{L4Proto.load(1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoNumber(m.Protocol)}}}, nil
 }
 
-// MatchSet is "FIELD [!=] @SET".
+// MatchSet is "F1 [. F2 ...] [!=] @SET": a set lookup on a field or a
+// concatenation of fields.
 type MatchSet struct {
-	Field Field
-	Not   bool
-	Set   string
+	Fields []Field
+	Not    bool
+	Set    string
+}
+
+func inSet(set string, fields ...Field) MatchSet { return MatchSet{Fields: fields, Set: set} }
+func notInSet(set string, fields ...Field) MatchSet {
+	return MatchSet{Fields: fields, Not: true, Set: set}
 }
 
 func (m MatchSet) String() string {
 	_, op := cmpOp(m.Not)
-	return fmt.Sprintf("%s %s@%s", m.Field, op, m.Set)
+	return fmt.Sprintf("%s %s@%s", concatString(m.Fields), op, m.Set)
 }
 
 func (m MatchSet) lower(l *lowerer) ([]expr.Any, error) {
@@ -126,7 +183,7 @@ func (m MatchSet) lower(l *lowerer) ([]expr.Any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []expr.Any{m.Field.load(1), &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: m.Not}}, nil
+	return append(loadConcat(m.Fields, reg1), &expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID, Invert: m.Not}), nil
 }
 
 // MatchLocal is "fib saddr|daddr type local".
@@ -171,12 +228,29 @@ func (m MatchCtState) String() string {
 }
 
 func (m MatchCtState) lower(*lowerer) ([]expr.Any, error) {
+	return ctBits(expr.CtKeySTATE, uint32(m.States)), nil
+}
+
+func ctBits(key expr.CtKey, bits uint32) []expr.Any {
 	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Ct{Register: 1, Key: key},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(uint32(m.States)), Xor: make([]byte, 4)},
+			Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}, nil
+	}
+}
+
+// ipsDstNAT is the conntrack status bit of a destination-NATed connection
+// (IPS_DST_NAT).
+const ipsDstNAT = 1 << 5
+
+// MatchDNATed is "ct status dnat": the connection was destination-NATed.
+type MatchDNATed struct{}
+
+func (MatchDNATed) String() string { return "ct status dnat" }
+
+func (MatchDNATed) lower(*lowerer) ([]expr.Any, error) {
+	return ctBits(expr.CtKeySTATUS, ipsDstNAT), nil
 }
 
 // MatchMarkUnset is "meta mark & MASK == 0".
@@ -222,48 +296,75 @@ func (m SetMark) lower(*lowerer) ([]expr.Any, error) {
 	}, nil
 }
 
-// VMap is "F1 . F2 ... vmap @MAP": a verdict map lookup on a concatenation.
-type VMap struct {
+// Numgen is "numgen random mod Mod offset Offset": a random number in
+// [Offset, Offset+Mod).
+type Numgen struct{ Mod, Offset uint32 }
+
+func (n Numgen) String() string {
+	s := fmt.Sprintf("numgen random mod %d", n.Mod)
+	if n.Offset != 0 {
+		s += fmt.Sprintf(" offset %d", n.Offset)
+	}
+	return s
+}
+
+// DNATMap is "dnat ip to F1 . F2 ... [. numgen ...] map @MAP": the
+// destination address and port come from a map whose key is the fields,
+// and a random slot when Slot is set.
+type DNATMap struct {
 	Fields []Field
+	Slot   *Numgen
 	Map    string
 }
 
-func (v VMap) String() string {
-	parts := make([]string, len(v.Fields))
-	for i, f := range v.Fields {
-		parts[i] = f.String()
+func (d DNATMap) String() string {
+	k := concatString(d.Fields)
+	if d.Slot != nil {
+		k += " . " + d.Slot.String()
 	}
-	return fmt.Sprintf("%s vmap @%s", strings.Join(parts, " . "), v.Map)
+	return fmt.Sprintf("dnat ip to %s map @%s", k, d.Map)
 }
 
-func (v VMap) lower(l *lowerer) ([]expr.Any, error) {
-	s, err := l.set(v.Map)
+func (d DNATMap) lower(l *lowerer) ([]expr.Any, error) {
+	s, err := l.set(d.Map)
 	if err != nil {
 		return nil, err
 	}
-	// The first field goes to register 1 (the 32-bit registers 8-11), each
-	// following one to the next 32-bit register: 9, 10, ...
-	out := make([]expr.Any, 0, len(v.Fields)+1)
-	for i, f := range v.Fields {
-		reg := uint32(1)
-		if i > 0 {
-			reg = uint32(8 + i)
-		}
-		out = append(out, f.load(reg))
+	if len(d.Fields) > maxConcatField || d.Slot != nil && len(d.Fields) == maxConcatField {
+		return nil, fmt.Errorf("dnat map key of more than %d fields", maxConcatField)
 	}
-	return append(out, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID}), nil
+	out := loadConcat(d.Fields, reg1)
+	if d.Slot != nil {
+		out = append(out, &expr.Numgen{Register: reg32of1 + uint32(len(d.Fields)), Modulus: d.Slot.Mod,
+			Offset: d.Slot.Offset, Type: unix.NFT_NG_RANDOM})
+	}
+	// The value lands in 32-bit registers 8 (address) and 9 (port).
+	return append(out,
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: reg32of1 + 1, Specified: true},
+	), nil
 }
 
-// NumgenZero is "numgen random mod N 0": true with probability 1/N.
-type NumgenZero struct{ Mod int }
+// UpdateMap is "update @MAP { KEY timeout T : VALUE }": add the element,
+// or refresh its timeout, from the packet path.
+type UpdateMap struct {
+	Map        string
+	Key, Value []Field
+	Timeout    time.Duration
+}
 
-func (n NumgenZero) String() string { return fmt.Sprintf("numgen random mod %d 0", n.Mod) }
+func (u UpdateMap) String() string {
+	return fmt.Sprintf("update @%s { %s timeout %ds : %s }", u.Map, concatString(u.Key), int64(u.Timeout/time.Second), concatString(u.Value))
+}
 
-func (n NumgenZero) lower(*lowerer) ([]expr.Any, error) {
-	return []expr.Any{
-		&expr.Numgen{Register: 1, Modulus: uint32(n.Mod), Type: unix.NFT_NG_RANDOM},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
-	}, nil
+func (u UpdateMap) lower(l *lowerer) ([]expr.Any, error) {
+	s, err := l.set(u.Map)
+	if err != nil {
+		return nil, err
+	}
+	out := append(loadConcat(u.Key, reg1), loadConcat(u.Value, reg2)...)
+	return append(out, &expr.Dynset{SrcRegKey: reg1, SrcRegData: reg2, SetName: s.Name, SetID: s.ID,
+		Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: u.Timeout}), nil
 }
 
 // Masquerade is "masquerade [fully-random]".
@@ -278,40 +379,6 @@ func (m Masquerade) String() string {
 
 func (m Masquerade) lower(*lowerer) ([]expr.Any, error) {
 	return []expr.Any{&expr.Masq{FullyRandom: m.FullyRandom}}, nil
-}
-
-// DNAT is "dnat to IP:PORT".
-type DNAT struct {
-	IP   netip.Addr
-	Port uint16
-}
-
-func (d DNAT) String() string { return fmt.Sprintf("dnat to %s:%d", d.IP, d.Port) }
-
-func (d DNAT) lower(*lowerer) ([]expr.Any, error) {
-	a := d.IP.As4()
-	return []expr.Any{
-		&expr.Immediate{Register: 1, Data: a[:]},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(d.Port)},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-	}, nil
-}
-
-// UpdateSet is "update @SET { ip saddr }": add the source address to a
-// timeout set, or refresh its timeout.
-type UpdateSet struct{ Set string }
-
-func (u UpdateSet) String() string { return fmt.Sprintf("update @%s { ip saddr }", u.Set) }
-
-func (u UpdateSet) lower(l *lowerer) ([]expr.Any, error) {
-	s, err := l.set(u.Set)
-	if err != nil {
-		return nil, err
-	}
-	return []expr.Any{
-		IPSaddr.load(1),
-		&expr.Dynset{SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_UPDATE},
-	}, nil
 }
 
 // icmpPortUnreachable is ICMP code 3 (RFC 792).

@@ -38,9 +38,10 @@ func (o Options) Validate() error {
 
 // Syncer writes rule sets into its table. It keeps a mirror of what it last
 // wrote: each Sync compiles only the Services that changed and sends the
-// difference (map elements, chains, sets) as one atomic batch. The first
-// Sync, and the first after a failed batch, rebuilds the whole table in one
-// batch instead. A Syncer is safe for concurrent use; Syncs are serialized.
+// difference (map and set elements; table-wide rules only when the set of
+// endpoint counts in use changes) as one atomic batch. The first Sync, and
+// the first after a failed batch, rebuilds the whole table in one batch
+// instead. A Syncer is safe for concurrent use; Syncs are serialized.
 type Syncer struct {
 	log   *slog.Logger
 	conn  *nftables.Conn
@@ -52,7 +53,9 @@ type Syncer struct {
 	opts     svcOptions
 	services map[serviceKey]*svcState
 	order    []*svcState           // the services of the last Sync, in its order
-	owners   map[string]serviceKey // service element (set + key) -> its service
+	owners   map[string]serviceKey // claimed address (or address . proto . port) -> its service
+	shared   map[string]*sharedElem
+	refs     map[feature]int // Services needing each table-wide feature
 	sets     map[string]*nftables.Set
 	gen      uint64
 	last     SyncStats
@@ -62,6 +65,13 @@ type svcState struct {
 	in   Service
 	frag *fragment
 	gen  uint64 // the last Sync that saw this service
+}
+
+// sharedElem is an element several Services may need (a hairpin address),
+// present while n > 0.
+type sharedElem struct {
+	setElem
+	n int
 }
 
 // SyncStats says what one Sync did.
@@ -77,6 +87,7 @@ type SyncStats struct {
 	RulesAdded       int
 	ElementsAdded    int
 	ElementsDeleted  int
+	AffinityDeleted  int           // affinity entries naming endpoints that are gone
 	Compile, Kernel  time.Duration // compiling and diffing; building and sending the batch
 	IncrementalError error         // the failed batch that caused this rebuild, if any
 }
@@ -117,6 +128,9 @@ func NewSyncer(o Options) (*Syncer, error) {
 		conn:     conn,
 		table:    &nftables.Table{Name: o.Table, Family: nftables.TableFamilyIPv4},
 		services: map[serviceKey]*svcState{},
+		owners:   map[string]serviceKey{},
+		shared:   map[string]*sharedElem{},
+		refs:     map[feature]int{},
 	}, nil
 }
 
@@ -193,10 +207,6 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	start := time.Now()
 	st := SyncStats{Services: len(d.Services)}
 
-	global, err := compileGlobal(d)
-	if err != nil {
-		return err
-	}
 	opts := optionsOf(d)
 	recompileAll := opts != s.opts || !s.synced && s.global == nil
 	s.gen++
@@ -220,15 +230,17 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 		if old != nil && old.gen == gen || fresh[k] {
 			return fmt.Errorf("service %s given twice", k)
 		}
+		var prev *fragment
 		if old != nil {
 			old.gen = gen
 			if !recompileAll && old.in.equal(in) {
 				continue
 			}
+			prev = old.frag
 		} else {
 			fresh[k] = true
 		}
-		frag, err := compileService(in, opts)
+		frag, err := compileService(in, opts, prev)
 		if err != nil {
 			return err
 		}
@@ -247,18 +259,19 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	st.ServicesChanged = len(changes)
 
 	if s.synced {
-		p, claimed, err := s.planIncremental(global, changes)
+		inc, err := s.planIncremental(d, changes)
 		if err != nil {
 			return err
 		}
-		if !p.full {
+		if !inc.p.full {
 			st.Compile = time.Since(start)
 			kstart := time.Now()
-			err = s.apply(p, &st)
+			err = s.apply(inc.p, &st)
 			st.Kernel = time.Since(kstart)
 			if err == nil {
-				s.commit(global, opts, changes, claimed)
+				s.commit(inc, opts, changes)
 				s.order = order
+				st.AffinityDeleted = s.forgetAffinity(changes)
 				s.finish(st)
 				return nil
 			}
@@ -266,7 +279,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 			st = SyncStats{Services: st.Services, ServicesChanged: st.ServicesChanged, IncrementalError: err}
 		}
 	}
-	return s.rebuild(global, opts, changes, st, start)
+	return s.rebuild(d, opts, changes, st, start)
 }
 
 // finish records the stats of a successful Sync.
@@ -274,19 +287,127 @@ func (s *Syncer) finish(st SyncStats) {
 	s.last = st
 	s.log.Debug("nftables synced", "full", st.Full, "services", st.Services, "changed", st.ServicesChanged,
 		"chainsAdded", st.ChainsAdded, "chainsRewritten", st.ChainsRewritten, "chainsDeleted", st.ChainsDeleted,
-		"elementsAdded", st.ElementsAdded, "elementsDeleted", st.ElementsDeleted,
+		"elementsAdded", st.ElementsAdded, "elementsDeleted", st.ElementsDeleted, "affinityDeleted", st.AffinityDeleted,
 		"compile", st.Compile, "kernel", st.Kernel)
 }
 
-// commit makes the mirror what was just written: the changed Services'
-// old elements are released, their new ones claimed.
-func (s *Syncer) commit(global *fragment, opts svcOptions, changes []change, claimed map[string]serviceKey) {
-	s.global, s.opts, s.synced = global, opts, true
+// incremental is a planned incremental batch and the mirror it leads to.
+type incremental struct {
+	p       *plan
+	global  *fragment
+	claimed map[string]serviceKey
+	refs    map[feature]int
+	shared  map[string]int // changed shared elements: their new counts
+}
+
+// planIncremental diffs the mirror against the changes. It fails if two
+// Services claim one address.
+func (s *Syncer) planIncremental(d *Desired, changes []change) (*incremental, error) {
+	inc := &incremental{claimed: map[string]serviceKey{}, refs: make(map[feature]int, len(s.refs)), shared: map[string]int{}}
+	for k, n := range s.refs {
+		inc.refs[k] = n
+	}
+	released := map[serviceKey]bool{}
+	for _, c := range changes {
+		released[c.key] = true
+	}
+	sharedElems := map[string]setElem{}
 	for _, c := range changes {
 		if c.old != nil {
-			for _, e := range c.old.frag.elems {
-				if id := elemID(e.set, e.Text); s.owners[id] == c.key {
-					delete(s.owners, id)
+			for _, f := range c.old.frag.features {
+				inc.refs[f]--
+			}
+			for _, e := range c.old.frag.shared {
+				id := elemID(e.set, e.Key)
+				if _, ok := inc.shared[id]; !ok {
+					inc.shared[id] = s.sharedCount(id)
+				}
+				inc.shared[id]--
+				sharedElems[id] = e
+			}
+		}
+		if c.new == nil {
+			continue
+		}
+		for _, cl := range c.new.frag.claims {
+			if o, ok := inc.claimed[cl]; ok {
+				return nil, fmt.Errorf("services %s and %s both claim %s", o, c.key, claimText(cl))
+			}
+			if o, ok := s.owners[cl]; ok && !released[o] {
+				return nil, fmt.Errorf("services %s and %s both claim %s", o, c.key, claimText(cl))
+			}
+			inc.claimed[cl] = c.key
+		}
+		for _, f := range c.new.frag.features {
+			inc.refs[f]++
+		}
+		for _, e := range c.new.frag.shared {
+			id := elemID(e.set, e.Key)
+			if _, ok := inc.shared[id]; !ok {
+				inc.shared[id] = s.sharedCount(id)
+			}
+			inc.shared[id]++
+			sharedElems[id] = e
+		}
+	}
+	global, err := compileGlobal(d, featuresOf(inc.refs))
+	if err != nil {
+		return nil, err
+	}
+	inc.global = global
+	p := newPlan(global)
+	p.diff(s.global, global)
+	for _, c := range changes {
+		var oldF, newF *fragment
+		if c.old != nil {
+			oldF = c.old.frag
+		}
+		if c.new != nil {
+			newF = c.new.frag
+		}
+		p.diffElems(elemsOf(oldF), elemsOf(newF))
+	}
+	for id, n := range inc.shared {
+		was := s.sharedCount(id)
+		e := sharedElems[id]
+		switch {
+		case was == 0 && n > 0:
+			p.addElems[e.set] = append(p.addElems[e.set], e.Element)
+		case was > 0 && n <= 0:
+			p.delElems[e.set] = append(p.delElems[e.set], e.Element)
+		}
+	}
+	inc.p = p
+	return inc, nil
+}
+
+func elemsOf(f *fragment) []setElem {
+	if f == nil {
+		return nil
+	}
+	return f.elems
+}
+
+func (s *Syncer) sharedCount(id string) int {
+	if e := s.shared[id]; e != nil {
+		return e.n
+	}
+	return 0
+}
+
+// commit makes the mirror what was just written.
+func (s *Syncer) commit(inc *incremental, opts svcOptions, changes []change) {
+	s.global, s.opts, s.synced, s.refs = inc.global, opts, true, inc.refs
+	for f, n := range s.refs {
+		if n <= 0 {
+			delete(s.refs, f)
+		}
+	}
+	for _, c := range changes {
+		if c.old != nil {
+			for _, cl := range c.old.frag.claims {
+				if s.owners[cl] == c.key {
+					delete(s.owners, cl)
 				}
 			}
 		}
@@ -296,50 +417,31 @@ func (s *Syncer) commit(global *fragment, opts svcOptions, changes []change, cla
 			s.services[c.key] = c.new
 		}
 	}
-	for id, k := range claimed {
-		s.owners[id] = k
+	for cl, k := range inc.claimed {
+		s.owners[cl] = k
 	}
-}
-
-func elemID(set, text string) string { return set + "\x00" + text }
-
-// planIncremental diffs the mirror against the changes. It also returns the
-// elements the changed Services claim, and fails if two Services claim one
-// element (one address, protocol and port).
-func (s *Syncer) planIncremental(global *fragment, changes []change) (*plan, map[string]serviceKey, error) {
-	owners := s.owners
-	p := newPlan(global)
-	p.diff(s.global, global)
-	released := map[serviceKey]bool{}
 	for _, c := range changes {
-		released[c.key] = true
-	}
-	claimed := map[string]serviceKey{}
-	for _, c := range changes {
-		var oldF, newF *fragment
-		if c.old != nil {
-			oldF = c.old.frag
+		if c.new == nil {
+			continue
 		}
-		if c.new != nil {
-			newF = c.new.frag
-			for _, e := range newF.elems {
-				id := elemID(e.set, e.Text)
-				if o, ok := claimed[id]; ok {
-					return nil, nil, fmt.Errorf("services %s and %s both claim %s in %s", o, c.key, e.Text, e.set)
-				}
-				if o, ok := owners[id]; ok && !released[o] {
-					return nil, nil, fmt.Errorf("services %s and %s both claim %s in %s", o, c.key, e.Text, e.set)
-				}
-				claimed[id] = c.key
+		for _, e := range c.new.frag.shared {
+			id := elemID(e.set, e.Key)
+			if s.shared[id] == nil {
+				s.shared[id] = &sharedElem{setElem: e}
 			}
 		}
-		p.diff(oldF, newF)
 	}
-	return p, claimed, nil
+	for id, n := range inc.shared {
+		if n <= 0 {
+			delete(s.shared, id)
+		} else if e := s.shared[id]; e != nil {
+			e.n = n
+		}
+	}
 }
 
 // rebuild deletes and recreates the whole table in one batch.
-func (s *Syncer) rebuild(global *fragment, opts svcOptions, changes []change, st SyncStats, start time.Time) error {
+func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, st SyncStats, start time.Time) error {
 	st.Full = true
 	all := make(map[serviceKey]*svcState, len(s.services)+len(changes))
 	for k, v := range s.services {
@@ -352,18 +454,38 @@ func (s *Syncer) rebuild(global *fragment, opts svcOptions, changes []change, st
 			all[c.key] = c.new
 		}
 	}
-	owners := map[string]serviceKey{}
+	owners := make(map[string]serviceKey, len(all))
+	refs := map[feature]int{}
+	shared := map[string]*sharedElem{}
+	for k, v := range all {
+		for _, cl := range v.frag.claims {
+			if o, ok := owners[cl]; ok {
+				return fmt.Errorf("services %s and %s both claim %s", o, k, claimText(cl))
+			}
+			owners[cl] = k
+		}
+		for _, f := range v.frag.features {
+			refs[f]++
+		}
+		for _, e := range v.frag.shared {
+			id := elemID(e.set, e.Key)
+			if shared[id] == nil {
+				shared[id] = &sharedElem{setElem: e}
+			}
+			shared[id].n++
+		}
+	}
+	global, err := compileGlobal(d, featuresOf(refs))
+	if err != nil {
+		return err
+	}
 	p := newPlan(global)
 	p.diff(nil, global)
-	for k, v := range all {
-		for _, e := range v.frag.elems {
-			id := elemID(e.set, e.Text)
-			if o, ok := owners[id]; ok {
-				return fmt.Errorf("services %s and %s both claim %s in %s", o, k, e.Text, e.set)
-			}
-			owners[id] = k
-		}
-		p.diff(nil, v.frag)
+	for _, v := range all {
+		p.diffElems(nil, v.frag.elems)
+	}
+	for _, e := range shared {
+		p.addElems[e.set] = append(p.addElems[e.set], e.Element)
 	}
 	st.Compile = time.Since(start)
 	kstart := time.Now()
@@ -372,15 +494,89 @@ func (s *Syncer) rebuild(global *fragment, opts svcOptions, changes []change, st
 	s.conn.AddTable(s.table)
 	s.conn.DelTable(s.table)
 	s.conn.AddTable(s.table)
-	err := s.apply(p, &st)
+	err = s.apply(p, &st)
 	st.Kernel = time.Since(kstart)
 	if err != nil {
 		return fmt.Errorf("rebuild table %s: %w", s.table.Name, err)
 	}
 	s.services, s.order = all, nil
-	s.global, s.opts, s.owners, s.synced = global, opts, owners, true
+	s.global, s.opts, s.owners, s.shared, s.refs, s.synced = global, opts, owners, shared, refs, true
 	s.finish(st)
 	return nil
+}
+
+// forgetAffinity deletes, after a successful batch, the affinity entries
+// that send clients of a changed Service to an endpoint it no longer has
+// (the kernel cannot be asked to delete by value, so the affinity map is
+// read). Failures are logged: such entries expire with their timeout.
+func (s *Syncer) forgetAffinity(changes []change) int {
+	// Service address -> the endpoints it may still reach.
+	stale := map[tuple]map[string]bool{}
+	for _, c := range changes {
+		if c.old == nil || !c.old.frag.affinity {
+			continue
+		}
+		valid := map[tuple]map[string]bool{}
+		if c.new != nil {
+			for _, e := range c.new.frag.elems {
+				if e.set == mapServiceEndpoints {
+					t := tuple(e.Key[:12])
+					if valid[t] == nil {
+						valid[t] = map[string]bool{}
+					}
+					valid[t][string(e.Data)] = true
+				}
+			}
+		}
+		for _, e := range c.old.frag.elems {
+			if e.set != mapServiceEndpoints {
+				continue
+			}
+			if t := tuple(e.Key[:12]); !valid[t][string(e.Data)] {
+				stale[t] = valid[t]
+			}
+		}
+	}
+	if len(stale) == 0 {
+		return 0
+	}
+	set := s.sets[mapAffinity]
+	if set == nil {
+		return 0
+	}
+	for attempt := 0; ; attempt++ {
+		entries, err := s.conn.GetSetElements(set)
+		if err != nil {
+			s.log.Warn("read affinity map", "err", err)
+			return 0
+		}
+		var del []Element
+		for _, e := range entries {
+			if len(e.Key) != 16 || len(e.Val) != 8 {
+				continue
+			}
+			if valid, ok := stale[tuple(e.Key[4:16])]; ok && !valid[string(e.Val)] {
+				del = append(del, Element{Key: e.Key})
+			}
+		}
+		if len(del) == 0 {
+			return 0
+		}
+		l := &lowerer{table: s.table, conn: s.conn, sets: s.sets}
+		_, err = l.elements(mapAffinity, del, true)
+		if err == nil {
+			err = s.conn.Flush()
+		}
+		if err == nil {
+			return len(del)
+		}
+		// An entry expired between reading and deleting: read again.
+		s.conn = s.reopen()
+		if attempt == 1 {
+			s.log.Warn("delete stale affinity entries", "err", firstError(err))
+			return 0
+		}
+	}
 }
 
 // apply queues the plan on the connection in an order the kernel accepts
