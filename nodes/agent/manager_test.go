@@ -38,6 +38,8 @@ func TestSetPodsInvalidChangesNothing(t *testing.T) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
 		}, `volumeMount "data" refers to no volume`},
 		{"restart policy", func(p *api.Pod, _ *api.DesiredPods) { p.Spec.RestartPolicy = "Sometimes" }, "restartPolicy"},
+		{"dns policy", func(p *api.Pod, _ *api.DesiredPods) { p.Spec.DNSPolicy = "Sometimes" }, "dnsPolicy"},
+		{"dns policy None without nameservers", func(p *api.Pod, _ *api.DesiredPods) { p.Spec.DNSPolicy = corev1.DNSNone }, "dnsPolicy None needs"},
 		{"dotdot file", func(p *api.Pod, _ *api.DesiredPods) {
 			p.Spec.Volumes = []api.Volume{{Name: "cfg", Files: &api.FilesVolume{Files: []api.File{{Path: "a/../../etc/passwd"}}}}}
 		}, `path contains ".."`},

@@ -70,6 +70,15 @@ func validateSpec(s *api.PodSpec) []string {
 	default:
 		add("restartPolicy %q: must be Always, OnFailure or Never", s.RestartPolicy)
 	}
+	switch s.DNSPolicy {
+	case "", corev1.DNSClusterFirst, corev1.DNSClusterFirstWithHostNet, corev1.DNSDefault:
+	case corev1.DNSNone:
+		if s.DNSConfig == nil || len(s.DNSConfig.Nameservers) == 0 {
+			add("dnsPolicy None needs dnsConfig with at least one nameserver")
+		}
+	default:
+		add("dnsPolicy %q: must be ClusterFirst, ClusterFirstWithHostNet, Default or None", s.DNSPolicy)
+	}
 	if g := s.TerminationGracePeriodSeconds; g != nil && *g < 0 {
 		add("terminationGracePeriodSeconds %d: must not be negative", *g)
 	}
