@@ -8,23 +8,27 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/reconciler/live"
+	"berth.dev/berth/render"
+	"berth.dev/berth/render/api/v1alpha1"
 )
 
-// TestGoldenQuickstart runs examples/quickstart the way the controller
-// loop does: a live pass places the echo pods, the machines report them
-// running, the next live pass keeps them, and FromLive feeds Compute.
-func TestGoldenQuickstart(t *testing.T) {
-	d := load(t, os.DirFS("../../examples/quickstart"))
+// runLive runs a repository the way the controller loop does: a live pass
+// places the pods, the machines report them running and ready (at the
+// second and following addresses of their pod CIDRs), and the next live
+// pass keeps them. It returns what FromLive needs, and the pod CIDRs'
+// memory.
+func runLive(t *testing.T, d *render.Desired) (observed []live.Observed, second *live.Pass, last map[string]*api.DesiredPods, mem Memory) {
+	t.Helper()
 	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	node := api.NodeInfo{Allocatable: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("2"),
-		corev1.ResourceMemory: resource.MustParse("4Gi"),
+		corev1.ResourceCPU:    resource.MustParse("16"),
+		corev1.ResourceMemory: resource.MustParse("64Gi"),
 		corev1.ResourcePods:   resource.MustParse("110"),
 	}}
-	var observed []live.Observed
 	for _, m := range d.Machines() {
 		observed = append(observed, live.Observed{Machine: m.Name, Reachable: true, Node: node})
 	}
@@ -33,13 +37,10 @@ func TestGoldenQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cidrs := compute(t, Input{Desired: d, Machines: FromLive(observed, first, nil)})
-
-	// Every machine runs what it was sent, ready, at the second address of
-	// its pod CIDR.
-	last := map[string]*api.DesiredPods{}
+	last = map[string]*api.DesiredPods{}
 	for i, mp := range first.Machines {
 		if mp.Send == nil {
-			t.Fatalf("%s was sent nothing", mp.Name)
+			continue
 		}
 		last[mp.Name] = mp.Send
 		o := &observed[i]
@@ -51,19 +52,27 @@ func TestGoldenQuickstart(t *testing.T) {
 			})
 		}
 	}
-	second, err := live.Plan(live.Input{Desired: d, Observed: observed, Memory: first.Memory, Now: now.Add(time.Minute)}, live.Options{})
+	second, err = live.Plan(live.Input{Desired: d, Observed: observed, Memory: first.Memory, Now: now.Add(time.Minute)}, live.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return observed, second, last, cidrs.Memory
+}
+
+// TestGoldenQuickstart is examples/quickstart's Networks once its echo
+// pods run.
+func TestGoldenQuickstart(t *testing.T) {
+	d := load(t, os.DirFS("../../examples/quickstart"))
+	observed, second, last, mem := runLive(t, d)
 	if second.Changes() != 0 {
 		t.Fatalf("the second live pass sends %d sets", second.Changes())
 	}
-	res := compute(t, Input{Desired: d, Machines: FromLive(observed, second, last), Memory: cidrs.Memory})
+	res := compute(t, Input{Desired: d, Machines: FromLive(observed, second, last), Memory: mem})
 	golden(t, "quickstart.golden.json", dump(t, res))
 
 	// Without the sets this process sent (a restarted controller), the
 	// pass's remembered templates give the same named ports.
-	again := compute(t, Input{Desired: d, Machines: FromLive(observed, second, nil), Memory: cidrs.Memory})
+	again := compute(t, Input{Desired: d, Machines: FromLive(observed, second, nil), Memory: mem})
 	if !reflect.DeepEqual(res.Networks, again.Networks) {
 		t.Errorf("FromLive without the last sets gives other Networks:\n%s", lineDiff(dump(t, res), dump(t, again)))
 	}
@@ -74,6 +83,17 @@ func TestGoldenQuickstart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGoldenSeed is examples/seed's Networks once its pods run, with the
+// seed's nginx Ingress served by every machine and a LoadBalancer pool.
+func TestGoldenSeed(t *testing.T) {
+	d := load(t, os.DirFS("../../examples/seed"))
+	d.Cluster.Spec.Ingress = v1alpha1.IngressSpec{MachineSelector: &metav1.LabelSelector{}, ClassName: "nginx"}
+	d.Cluster.Spec.LoadBalancer.Pools = []string{"198.18.0.240/29"}
+	observed, second, last, mem := runLive(t, d)
+	res := compute(t, Input{Desired: d, Machines: FromLive(observed, second, last), Memory: mem})
+	golden(t, "seed.golden.json", dump(t, res))
 }
 
 func TestFromLiveMarksStopping(t *testing.T) {
