@@ -109,9 +109,14 @@ type testBackendServer struct {
 }
 
 func newBackendServer(t testing.TB, name string) *testBackendServer {
+	return newBackendServerWith(t, name, nil)
+}
+
+// newBackendServerWith is newBackendServer with its handler wrapped.
+func newBackendServerWith(t testing.TB, name string, wrap func(http.Handler) http.Handler) *testBackendServer {
 	t.Helper()
 	b := &testBackendServer{name: name}
-	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Backend", name)
@@ -121,7 +126,11 @@ func newBackendServer(t testing.TB, name string) *testBackendServer {
 		w.Header().Set("Echo-Host", r.Host)
 		w.Header().Set("Echo-Uri", r.RequestURI)
 		fmt.Fprintf(w, "%s %s", name, body)
-	}))
+	})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	b.Server = httptest.NewServer(h)
 	t.Cleanup(b.Close)
 	return b
 }
@@ -249,8 +258,15 @@ func (r *running) peerCert(t testing.TB, serverName string) *x509.Certificate {
 
 // testLogger logs to the test at debug level, which also runs the
 // request log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func testLogger(t testing.TB) *slog.Logger { return testLoggerAt(t, true) }
+
+// testLoggerAt logs to the test, at debug level or from info.
+func testLoggerAt(t testing.TB, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 }
 
 type testWriter struct{ t testing.TB }

@@ -413,14 +413,15 @@ func TestShutdownCutShortByContext(t *testing.T) {
 // cancelled), after signalling started.
 func newSlowBackend(t *testing.T, started chan<- struct{}, release <-chan struct{}) netip.AddrPort {
 	var once sync.Once
-	b := newBackendServer(t, "unused")
-	b.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		once.Do(func() { close(started) })
-		select {
-		case <-release:
-			io.WriteString(w, "done")
-		case <-r.Context().Done():
-		}
+	b := newBackendServerWith(t, "slow", func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			once.Do(func() { close(started) })
+			select {
+			case <-release:
+				io.WriteString(w, "done")
+			case <-r.Context().Done():
+			}
+		})
 	})
 	return b.addr()
 }
