@@ -20,8 +20,10 @@ import (
 const getHelp = `
 Shows what the fleet runs, with kubectl's columns.
 
-pods (po) and machines (machine, mc) are asked of every machine's agent over
-SSH, now. Machines that cannot be reached are named on stderr, and the
+pods (po), machines (machine, mc), services (svc) and endpoints (ep) are
+asked of every machine's agent over SSH, now (services and endpoints as the
+agents route them: ClusterIPs, node ports and LoadBalancer addresses as
+allocated, and the ready endpoints). Machines that cannot be reached are named on stderr, and the
 command exits 1; what the others answered is still shown.
 
 deployments (deploy), statefulsets (sts), daemonsets (ds), jobs and
@@ -40,6 +42,8 @@ Examples:
   berth get pods -A
   berth get pods -n shop -l app=web -o wide
   berth get machines -o yaml
+  berth get svc -A
+  berth get endpoints -o wide
   berth get deploy -A
   berth get cronjobs -n batch -o json
 `
@@ -58,12 +62,13 @@ func runGet(ctx context.Context, e *env, args []string) int {
 	if stop {
 		return code
 	}
-	const resources = "pods, machines, deployments, statefulsets, daemonsets, jobs, cronjobs"
+	const resources = "pods, machines, services, endpoints, deployments, statefulsets, daemonsets, jobs, cronjobs"
 	if len(pos) != 1 {
 		fmt.Fprintln(e.stderr, "berth get: exactly one RESOURCE: "+resources)
 		return exitUsage
 	}
-	kind := map[string]string{"pods": "pods", "pod": "pods", "po": "pods", "machines": "machines", "machine": "machines", "mc": "machines"}[pos[0]]
+	kind := map[string]string{"pods": "pods", "pod": "pods", "po": "pods", "machines": "machines", "machine": "machines", "mc": "machines",
+		"services": "services", "service": "services", "svc": "services", "endpoints": "endpoints", "ep": "endpoints"}[pos[0]]
 	workloadKind := workloadResources[pos[0]]
 	if kind == "" && workloadKind == "" {
 		fmt.Fprintf(e.stderr, "berth get: unknown resource %q (%s)\n", pos[0], resources)
@@ -106,9 +111,21 @@ func runGet(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "get: %v", err)
 	}
-	if kind == "machines" {
+	switch kind {
+	case "machines":
 		printMachines(e, obs, *output, now)
-	} else {
+	case "services", "endpoints":
+		if !sel.Empty() {
+			fmt.Fprintf(e.stderr, "berth get: -l does not select %s (the agents hold them without labels); use -n\n", kind)
+			return exitUsage
+		}
+		svcs, _, ok := fleetServices(ctx, fl, obs)
+		if !ok {
+			fmt.Fprintln(e.stderr, "berth get: no machine holds a network yet: run berth reconcile --once")
+			return exitError
+		}
+		printServices(e, svcs, namespace, *output, kind == "endpoints")
+	default:
 		printPods(e, obs, namespace, sel, *output, now)
 	}
 	down := 0
