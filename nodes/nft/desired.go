@@ -152,19 +152,25 @@ func (s *Service) validate() error {
 }
 
 // equal reports whether two Services compile to the same rules; it is the
-// Syncer's test for "unchanged" and so must be cheap.
+// Syncer's test for "unchanged", run on every Service at every Sync, and so
+// must be cheap: it reads the Service once, front to back.
 func (s *Service) equal(o *Service) bool {
 	if s.Namespace != o.Namespace || s.Name != o.Name || s.Type != o.Type ||
 		s.AffinityTimeout != o.AffinityTimeout || s.ExternalTrafficLocal != o.ExternalTrafficLocal ||
-		s.InternalTrafficLocal != o.InternalTrafficLocal ||
+		s.InternalTrafficLocal != o.InternalTrafficLocal || len(s.Endpoints) != len(o.Endpoints) ||
 		!sliceEqual(s.ClusterIPs, o.ClusterIPs) || !sliceEqual(s.LoadBalancerIPs, o.LoadBalancerIPs) ||
-		!sliceEqual(s.Ports, o.Ports) || len(s.Endpoints) != len(o.Endpoints) {
+		!sliceEqual(s.Ports, o.Ports) {
 		return false
 	}
 	for i := range s.Endpoints {
 		a, b := &s.Endpoints[i], &o.Endpoints[i]
-		if a.IP != b.IP || a.Ready != b.Ready || a.Local != b.Local || !sliceEqual(a.Ports, b.Ports) {
+		if a.IP != b.IP || a.Ready != b.Ready || a.Local != b.Local || len(a.Ports) != len(b.Ports) {
 			return false
+		}
+		for j := range a.Ports {
+			if a.Ports[j] != b.Ports[j] {
+				return false
+			}
 		}
 	}
 	return true
@@ -183,15 +189,23 @@ func sliceEqual[T comparable](a, b []T) bool {
 }
 
 // clone is a deep copy, kept by the Syncer so that the caller may reuse its
-// slices.
+// slices. The endpoints' ports share one array, so that comparing with the
+// copy reads memory in order.
 func (s *Service) clone() Service {
 	c := *s
 	c.ClusterIPs = append([]netip.Addr(nil), s.ClusterIPs...)
 	c.LoadBalancerIPs = append([]netip.Addr(nil), s.LoadBalancerIPs...)
 	c.Ports = append([]ServicePort(nil), s.Ports...)
+	n := 0
+	for i := range s.Endpoints {
+		n += len(s.Endpoints[i].Ports)
+	}
+	ports := make([]EndpointPort, 0, n)
 	c.Endpoints = make([]Endpoint, len(s.Endpoints))
 	for i, e := range s.Endpoints {
-		e.Ports = append([]EndpointPort(nil), e.Ports...)
+		start := len(ports)
+		ports = append(ports, e.Ports...)
+		e.Ports = ports[start:len(ports):len(ports)]
 		c.Endpoints[i] = e
 	}
 	return c

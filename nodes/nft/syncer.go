@@ -279,7 +279,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 			st = SyncStats{Services: st.Services, ServicesChanged: st.ServicesChanged, IncrementalError: err}
 		}
 	}
-	return s.rebuild(d, opts, changes, st, start)
+	return s.rebuild(d, opts, changes, order, st, start)
 }
 
 // finish records the stats of a successful Sync.
@@ -441,7 +441,7 @@ func (s *Syncer) commit(inc *incremental, opts svcOptions, changes []change) {
 }
 
 // rebuild deletes and recreates the whole table in one batch.
-func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, st SyncStats, start time.Time) error {
+func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []*svcState, st SyncStats, start time.Time) error {
 	st.Full = true
 	all := make(map[serviceKey]*svcState, len(s.services)+len(changes))
 	for k, v := range s.services {
@@ -499,7 +499,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, st SyncS
 	if err != nil {
 		return fmt.Errorf("rebuild table %s: %w", s.table.Name, err)
 	}
-	s.services, s.order = all, nil
+	s.services, s.order = all, order
 	s.global, s.opts, s.owners, s.shared, s.refs, s.synced = global, opts, owners, shared, refs, true
 	s.finish(st)
 	return nil
