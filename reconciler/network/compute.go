@@ -174,8 +174,8 @@ func (s *state) fleet() {
 		s.machines = append(s.machines, m)
 		if a, err := netip.ParseAddr(m.spec.Spec.Address); err == nil {
 			m.addrs = []netip.Addr{a.Unmap()}
-		} else if m.in != nil {
-			for _, a := range m.in.Addresses {
+		} else {
+			for _, a := range s.in.Addresses[m.name] {
 				if a.IsValid() && !slices.Contains(m.addrs, a.Unmap()) {
 					m.addrs = append(m.addrs, a.Unmap())
 				}

@@ -36,6 +36,8 @@
 //	in := network.Input{
 //		Desired:  desired,
 //		Machines: network.FromLive(observed, pass, last),
+//		// Only for machines whose spec.address is a DNS name:
+//		Addresses: resolved,
 //		Memory:   mem.Network, // what the previous Compute returned
 //	}
 //	res, err := network.Compute(in)

@@ -16,11 +16,12 @@ func fleetInput(t testing.TB, mem Memory) Input {
 	machines := []Machine{
 		{Name: "m1", Reachable: true, Healthy: true},
 		{Name: "m2", Reachable: true, Healthy: true},
-		{Name: "m3", Reachable: true, Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.13")}},
+		{Name: "m3", Reachable: true},
 		{Name: "m4"},
 	}
 	// Pod CIDRs first, to give the pods addresses in them.
-	cidrs := compute(t, Input{Desired: d, Machines: machines, Memory: mem})
+	addrs := map[string][]netip.Addr{"m3": {netip.MustParseAddr("198.18.0.13")}}
+	cidrs := compute(t, Input{Desired: d, Machines: machines, Addresses: addrs, Memory: mem})
 	ip := func(m string, n uint64) string { return podIP(t, cidrs, m, n) }
 	web := map[string]string{"app": "web"}
 
@@ -45,7 +46,7 @@ func fleetInput(t testing.TB, mem Memory) Input {
 	machines[1].Pods = []Pod{webB, tool, frontUI}
 	machines[2].Pods = []Pod{webC, dns, done, noIP}
 	// m4 is unreachable: what it runs is not known.
-	return Input{Desired: d, Machines: machines, Memory: mem}
+	return Input{Desired: d, Machines: machines, Addresses: addrs, Memory: mem}
 }
 
 // TestGoldenFleet is the whole output for testdata/fleet, as the second

@@ -10,8 +10,7 @@ import (
 // resolved for it (from the set the pass sends, else from last, the sets
 // this process sent before, else from the pass's remembered templates),
 // and the pods the pass stops or replaces marked Stopping. Healthy is a
-// reachable agent that applied its last Network. Machines whose
-// spec.address is a DNS name need their Addresses filled in by the caller.
+// reachable agent that applied its last Network.
 func FromLive(observed []live.Observed, pass *live.Pass, last map[string]*api.DesiredPods) []Machine {
 	stopping := map[[2]string]bool{}
 	sends := map[string]*api.DesiredPods{}

@@ -20,6 +20,11 @@ type Input struct {
 	// LoadBalancer address; an entry for a machine that left the
 	// repository is ignored.
 	Machines []Machine
+	// Addresses are the addresses of machines whose spec.address is a DNS
+	// name, by machine, as the caller resolved them (Compute does no I/O);
+	// an IP spec.address is used as it is. A machine without an address
+	// gets no route to its pods on the others.
+	Addresses map[string][]netip.Addr
 	// Memory is what the previous Compute returned (zero on the first run
 	// or when lost).
 	Memory Memory
@@ -33,9 +38,6 @@ type Machine struct {
 	// given a LoadBalancer address to hold.
 	Reachable bool
 	Healthy   bool
-	// Addresses are the machine's addresses when its spec.address is a DNS
-	// name the caller resolved; an IP spec.address is used as it is.
-	Addresses []netip.Addr
 	// Pods are the pods the machine reports.
 	Pods []Pod
 }
