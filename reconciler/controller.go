@@ -14,7 +14,7 @@ import (
 
 // Defaults of a Controller.
 const (
-	DefaultResync        = 10 * time.Second
+	DefaultResync        = 2 * time.Second
 	DefaultStatusEvery   = 5 * time.Second
 	DefaultLoadRetryWait = 5 * time.Second
 )
@@ -31,7 +31,9 @@ type Controller struct {
 	Load func(ctx context.Context, commit string) (*render.Desired, error)
 	// Status records the outcome for a commit (status branch and note).
 	Status func(ctx context.Context, in status.Input) error
-	// Resync is the pass interval once converged (DefaultResync).
+	// Resync is the pass interval once converged (DefaultResync): how soon
+	// a pod that stops being ready leaves the endpoints, or a machine that
+	// fails gives up its LoadBalancer addresses.
 	Resync time.Duration
 	// StatusEvery bounds how often status is written while a commit rolls
 	// out (DefaultStatusEvery); the outcome changing is written at once.
@@ -133,6 +135,7 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 					outcome, written = st, now()
 				}
 				pw := pollWait(poll, time.Since(t0))
+				wait = max(wait, pw)
 				if st == status.Progressing {
 					wait = pw
 				}
