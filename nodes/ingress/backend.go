@@ -231,8 +231,9 @@ func (l *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // retryable says whether a request that failed with err may go to another
 // endpoint: when the connection could not be made and no byte of its body
 // was taken (nothing reached the endpoint), or when it is idempotent and
-// has no body (sending it twice is harmless), unless the client is gone or
-// the endpoint was too slow to answer.
+// has no body (sending it twice is harmless) and the connection broke
+// before an answer; never when the client is gone or the endpoint was too
+// slow to answer, nor for an Upgrade.
 func retryable(req *http.Request, body *countingBody, connectFailed bool, err error) bool {
 	if req.Context().Err() != nil {
 		return false
@@ -240,7 +241,9 @@ func retryable(req *http.Request, body *countingBody, connectFailed bool, err er
 	if connectFailed {
 		return body == nil || body.n.Load() == 0
 	}
-	if body != nil && body.n.Load() > 0 || req.ContentLength > 0 {
+	if body != nil || req.ContentLength > 0 {
+		// The transport may still be reading the body: it cannot be
+		// sent again.
 		return false
 	}
 	var ne net.Error

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -150,6 +151,9 @@ type Proxy struct {
 	fallback  *tls.Certificate
 	tlsConfig *tls.Config
 	bufs      *bufferPool
+	// errorLog takes net/http's own complaints (TLS handshakes that
+	// fail, copy errors) at debug level.
+	errorLog *log.Logger
 
 	table atomic.Pointer[table]
 	// redirectPort, when non-zero, is the HTTPS port redirects name
@@ -190,6 +194,7 @@ func New(o Options) (*Proxy, error) {
 		log:      o.Logger,
 		fallback: fallback,
 		bufs:     &bufferPool{},
+		errorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		transport: &http.Transport{
 			DialContext:           dialer(o.DialTimeout),
 			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
@@ -272,7 +277,7 @@ func (p *Proxy) reverseProxy(b *backend) http.Handler {
 		},
 		BufferPool:   p.bufs,
 		ErrorHandler: p.proxyError(b),
-		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorLog:     p.errorLog,
 	}
 }
 
@@ -411,14 +416,21 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// bufferPool lends the ReverseProxy its copy buffers.
+// bufferPool lends the ReverseProxy its copy buffers. It keeps pointers
+// to arrays, so that giving a buffer back allocates nothing.
 type bufferPool struct{ p sync.Pool }
 
+const bufferSize = 32 << 10
+
 func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+	if v, ok := b.p.Get().(*[bufferSize]byte); ok {
+		return v[:]
 	}
-	return make([]byte, 32<<10)
+	return make([]byte, bufferSize)
 }
 
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) >= bufferSize {
+		b.p.Put((*[bufferSize]byte)(buf[:bufferSize]))
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -234,7 +233,7 @@ func (s *servers) start(k listenKey, ln net.Listener) {
 		}),
 		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
 		IdleTimeout:       p.opts.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorLog:          p.errorLog,
 		BaseContext:       func(net.Listener) context.Context { return sv.base },
 	}
 	if k.tls {
