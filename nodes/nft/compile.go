@@ -134,6 +134,19 @@ type fragment struct {
 	claims   []string
 	orders   map[string][]netip.AddrPort
 	affinity bool
+	buf      []byte // where the elements' keys and values are carved from
+}
+
+// bytes returns n zeroed bytes for an element key or value. A Service's
+// elements share a few allocations: a full sync makes hundreds of
+// thousands of them.
+func (f *fragment) bytes(n int) []byte {
+	if cap(f.buf)-len(f.buf) < n {
+		f.buf = make([]byte, 0, max(2*cap(f.buf), 256, n))
+	}
+	l := len(f.buf)
+	f.buf = f.buf[:l+n]
+	return f.buf[l : l+n : l+n]
 }
 
 type setElem struct {
@@ -550,35 +563,22 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 	fill := func(t tuple, l endpointList, base uint32, kind featureKind) {
 		off := base + slotOffset(len(l))
 		for i, ap := range l {
-			f.elem(mapServiceEndpoints, Element{Key: slotKey(t, off+uint32(i)), Data: addrPortData(ap)})
+			f.elem(mapServiceEndpoints, Element{Key: slotKey(f.bytes(16), t, off+uint32(i)), Data: addrPortData(f.bytes(8), ap)})
 		}
 		f.features = append(f.features, feature{kind: kind, n: int64(len(l))})
 	}
+	elem := func(t tuple) Element { return Element{Key: append(f.bytes(12)[:0], t[:]...)} }
 	noEndpoints := func(t tuple, set string) {
-		e := t.elem()
+		e := elem(t)
 		e.Comment = label
 		f.elem(set, e)
 	}
 	affinity := func(t tuple) {
 		if s.AffinityTimeout > 0 {
-			f.elem(affinitySet(affinitySeconds(s.AffinityTimeout)), t.elem())
+			f.elem(affinitySet(affinitySeconds(s.AffinityTimeout)), elem(t))
 		}
 	}
 
-	for _, ip := range ips {
-		t := makeTuple(ip, p.Protocol, p.Port)
-		f.claims = append(f.claims, string(t[:]))
-		switch {
-		case len(internal) > 0:
-			f.elem(setServiceIPs, t.elem())
-			fill(t, internal, 0, featCount)
-			affinity(t)
-		case len(all) == 0:
-			noEndpoints(t, setNoEndpointReject)
-		default:
-			noEndpoints(t, setNoEndpointDrop)
-		}
-	}
 	var ext []tuple
 	for _, ip := range lbIPs {
 		ext = append(ext, makeTuple(ip, p.Protocol, p.Port))
@@ -588,16 +588,31 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 			ext = append(ext, makeTuple(ip, p.Protocol, nodePort))
 		}
 	}
+	f.elems = slices.Grow(f.elems, len(ips)*(2+len(internal))+len(ext)*(3+len(all)+len(external)))
+	for _, ip := range ips {
+		t := makeTuple(ip, p.Protocol, p.Port)
+		f.claims = append(f.claims, string(t[:]))
+		switch {
+		case len(internal) > 0:
+			f.elem(setServiceIPs, elem(t))
+			fill(t, internal, 0, featCount)
+			affinity(t)
+		case len(all) == 0:
+			noEndpoints(t, setNoEndpointReject)
+		default:
+			noEndpoints(t, setNoEndpointDrop)
+		}
+	}
 	for _, t := range ext {
 		f.claims = append(f.claims, string(t[:]))
 		if len(all) == 0 {
 			noEndpoints(t, setNoEndpointReject)
 			continue
 		}
-		f.elem(setServiceIPs, t.elem())
+		f.elem(setServiceIPs, elem(t))
 		affinity(t)
 		if s.ExternalTrafficLocal {
-			f.elem(setExternalLocal, t.elem())
+			f.elem(setExternalLocal, elem(t))
 			fill(t, all, shortCircuitSlotsOffset, featShortCircuit)
 		}
 		if len(external) > 0 {

@@ -389,17 +389,15 @@ func makeTuple(ip netip.Addr, p Protocol, port uint16) tuple {
 
 func (t tuple) elem() Element { return Element{Key: append([]byte(nil), t[:]...)} }
 
-// slotKey is "ip . proto . port . slot".
-func slotKey(t tuple, slot uint32) []byte {
-	k := make([]byte, 16)
+// slotKey writes "ip . proto . port . slot" into k (16 bytes).
+func slotKey(k []byte, t tuple, slot uint32) []byte {
 	copy(k, t[:])
 	binary.NativeEndian.PutUint32(k[12:], slot)
 	return k
 }
 
-// addrPortData is "ip . port", a DNAT target.
-func addrPortData(ap netip.AddrPort) []byte {
-	d := make([]byte, 8)
+// addrPortData writes "ip . port", a DNAT target, into d (8 bytes).
+func addrPortData(d []byte, ap netip.AddrPort) []byte {
 	a := ap.Addr().As4()
 	copy(d, a[:])
 	binary.BigEndian.PutUint16(d[4:], ap.Port())

@@ -481,6 +481,15 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	}
 	p := newPlan(global)
 	p.diff(nil, global)
+	sizes := map[string]int{}
+	for _, v := range all {
+		for i := range v.frag.elems {
+			sizes[v.frag.elems[i].set]++
+		}
+	}
+	for set, n := range sizes {
+		p.addElems[set] = append(make([]Element, 0, n+len(p.addElems[set])), p.addElems[set]...)
+	}
 	for _, v := range all {
 		p.diffElems(nil, v.frag.elems)
 	}
