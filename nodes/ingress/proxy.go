@@ -354,6 +354,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"status", sw.status, "bytes", sw.bytes, "client", r.RemoteAddr, "duration", time.Since(start))
 		}()
 	}
+	if r.Method == http.MethodConnect {
+		// Not a forward proxy.
+		plainError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
+		return
+	}
 	if r.TLS == nil && !p.opts.NoSSLRedirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 		if _, ok := t.certs.covering(host); ok {
 			p.redirect(w, r, t, host)

@@ -102,6 +102,14 @@ func TestNotFoundAndNoEndpoints(t *testing.T) {
 	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no ready endpoint") {
 		t.Errorf("backend without endpoints: %d %q, want 503", res.StatusCode, body)
 	}
+	// Not a forward proxy.
+	req, _ := http.NewRequest(http.MethodConnect, p.httpURL, nil)
+	req.Host = "h.example:443"
+	if res, err := p.client.Do(req); err != nil || res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("CONNECT: %v %v, want 405", res, err)
+	} else {
+		res.Body.Close()
+	}
 	// Nothing routed at all.
 	p.Update(nil)
 	res, _ = p.get(t, http.MethodGet, "h.example", "/empty", nil)
@@ -313,21 +321,27 @@ func httptestUpgradeEcho(t *testing.T) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-func TestShutdownDrainsRequestsInFlight(t *testing.T) {
+// serveSlow serves a Proxy whose only backend answers once release is
+// closed; started is closed when the backend has a request.
+func serveSlow(t *testing.T, release <-chan struct{}) (p *Proxy, ln net.Listener, started <-chan struct{}, served <-chan error) {
 	p, err := New(Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	started := make(chan struct{})
-	slow := newSlowBackend(t, started, release)
-	p.Update(ingressFor("", slow))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	st := make(chan struct{})
+	p.Update(ingressFor("", newSlowBackend(t, st, release)))
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(context.Background(), []net.Listener{ln}, nil) }()
+	sv := make(chan error, 1)
+	go func() { sv <- p.Serve(context.Background(), []net.Listener{ln}, nil) }()
+	return p, ln, st, sv
+}
+
+func TestShutdownDrainsRequestsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	p, ln, started, served := serveSlow(t, release)
 
 	type result struct {
 		status int
@@ -380,19 +394,7 @@ func TestShutdownDrainsRequestsInFlight(t *testing.T) {
 }
 
 func TestShutdownCutShortByContext(t *testing.T) {
-	p, err := New(Options{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	slow := newSlowBackend(t, started, make(chan struct{}))
-	p.Update(ingressFor("", slow))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(context.Background(), []net.Listener{ln}, nil) }()
+	p, ln, started, served := serveSlow(t, make(chan struct{}))
 	go func() {
 		if res, err := http.Get("http://" + ln.Addr().String() + "/slow"); err == nil {
 			res.Body.Close()
