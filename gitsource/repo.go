@@ -184,9 +184,22 @@ func IsURL(repoArg string) bool {
 func OpenOrClone(ctx context.Context, repoArg string, opts CloneOptions) (*Repo, error) {
 	if IsURL(repoArg) {
 		opts.URL = repoArg
+		if !IsSSH(repoArg) {
+			// The key and known_hosts callers pass are often the machines'
+			// (one --ssh-key for both); they have no say over https or
+			// file URLs.
+			opts.SSHKeyPath, opts.KnownHosts = "", ""
+		}
 		return Clone(ctx, opts)
 	}
 	return Open(ctx, repoArg)
+}
+
+// IsSSH reports whether u is a URL reached over SSH (ssh://... or the
+// scp-like user@host:path).
+func IsSSH(u string) bool {
+	scheme, err := urlScheme(u)
+	return err == nil && scheme == "ssh"
 }
 
 // Path is the repository's directory, "" for an in-memory clone.

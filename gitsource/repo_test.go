@@ -241,3 +241,21 @@ func TestFetchLocalSeesNewPacks(t *testing.T) {
 		t.Fatalf("f299 = %q, %v", b, err)
 	}
 }
+
+// The key and known_hosts given for machines do not stop a clone over
+// another transport than ssh.
+func TestOpenOrCloneIgnoresSSHOptionsForOtherURLs(t *testing.T) {
+	bare := gittest.NewBare(t)
+	head := bare.Commit(map[string]string{"a.yaml": "a"}, "init")
+	r, err := OpenOrClone(context.Background(), "file://"+bare.Path(), CloneOptions{SSHKeyPath: "/nonexistent/id_ed25519", KnownHosts: "/nonexistent/known_hosts"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if c, err := r.Resolve("HEAD"); err != nil || c.Hash != head {
+		t.Errorf("HEAD of the clone = %v, %v; want %s", c.Hash, err, head)
+	}
+	if !IsSSH("git@example.com:fleet.git") || !IsSSH("ssh://git@example.com/fleet.git") || IsSSH("https://example.com/fleet.git") || IsSSH("/srv/fleet.git") {
+		t.Error("IsSSH is wrong")
+	}
+}

@@ -263,7 +263,8 @@ func (s *statusSink) write(ctx context.Context, in status.Input) (st *status.Sta
 		return st, "", false, err
 	}
 	if changed && gitsource.IsURL(s.repo.Remote()) {
-		err := s.repo.Push(ctx, gitsource.PushOptions{URL: s.repo.Remote(), Refs: []string{"refs/heads/" + s.branch, gitsource.DefaultNotesRef}}, commitStatus)
+		// No URL: the remote it was cloned from, with its authentication.
+		err := s.repo.Push(ctx, gitsource.PushOptions{Refs: []string{"refs/heads/" + s.branch, gitsource.DefaultNotesRef}}, commitStatus)
 		if err != nil {
 			return st, hash, changed, fmt.Errorf("push status: %w", err)
 		}
