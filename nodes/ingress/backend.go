@@ -189,6 +189,9 @@ func (l *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if e == nil {
 			break
 		}
+		if attempt > 0 && l.onRetry != nil {
+			l.onRetry(l.b, tried[len(tried)-1], lastErr)
+		}
 		out := req
 		if attempt == 0 {
 			req.URL.Host = e.hostport
@@ -218,9 +221,6 @@ func (l *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		tried = append(tried, e)
-		if l.onRetry != nil {
-			l.onRetry(l.b, e, err)
-		}
 	}
 	if lastErr == nil {
 		lastErr = errNoEndpoint

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"berth.dev/berth/nodes/api"
 )
 
@@ -151,6 +153,7 @@ type Proxy struct {
 	fallback  *tls.Certificate
 	tlsConfig *tls.Config
 	bufs      *bufferPool
+	m         *metrics
 	// errorLog takes net/http's own complaints (TLS handshakes that
 	// fail, copy errors) at debug level.
 	errorLog *log.Logger
@@ -194,6 +197,7 @@ func New(o Options) (*Proxy, error) {
 		log:      o.Logger,
 		fallback: fallback,
 		bufs:     &bufferPool{},
+		m:        newMetrics(),
 		errorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		transport: &http.Transport{
 			DialContext:           dialer(o.DialTimeout),
@@ -251,6 +255,7 @@ func (p *Proxy) Update(in *api.Ingress) []Warning {
 	var certWarns []Warning
 	t.certs, certWarns = compileCerts(tlsEntries, p.fallback, time.Now())
 	t.warnings = append(warns, certWarns...)
+	p.m.warnings.Set(float64(len(t.warnings)))
 	old := p.table.Swap(t)
 	if old != nil && (old.httpPort != t.httpPort || old.httpsPort != t.httpsPort) {
 		select {
@@ -264,6 +269,10 @@ func (p *Proxy) Update(in *api.Ingress) []Warning {
 // Warnings are those of the last Update.
 func (p *Proxy) Warnings() []Warning { return slices.Clone(p.table.Load().warnings) }
 
+// Collectors are the proxy's Prometheus metrics, for the caller to
+// register.
+func (p *Proxy) Collectors() []prometheus.Collector { return p.m.collectors() }
+
 // reverseProxy makes the handler that forwards to one backend.
 func (p *Proxy) reverseProxy(b *backend) http.Handler {
 	return &httputil.ReverseProxy{
@@ -275,9 +284,10 @@ func (p *Proxy) reverseProxy(b *backend) http.Handler {
 			failTimeout: p.opts.FailTimeout,
 			onRetry:     p.retried,
 		},
-		BufferPool:   p.bufs,
-		ErrorHandler: p.proxyError(b),
-		ErrorLog:     p.errorLog,
+		BufferPool:     p.bufs,
+		ModifyResponse: p.m.response,
+		ErrorHandler:   p.proxyError(b),
+		ErrorLog:       p.errorLog,
 	}
 }
 
@@ -298,8 +308,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// retried logs a request sent to another endpoint.
+// retried counts and logs a request sent to another endpoint after e
+// failed with err.
 func (p *Proxy) retried(b *backend, e *endpoint, err error) {
+	p.m.retries.Inc()
 	p.log.Debug("ingress retrying on another endpoint", "service", b.service, "endpoint", e.hostport, "err", err)
 }
 
@@ -318,9 +330,11 @@ func (p *Proxy) proxyError(b *backend) func(http.ResponseWriter, *http.Request, 
 			p.log.Warn("ingress backend unreachable", "service", b.service, "endpoints", len(b.eps), "err", err)
 		}
 		if errors.Is(err, errNoEndpoint) {
+			p.m.noEndpoint.Inc()
 			plainError(w, http.StatusServiceUnavailable, "no ready endpoint behind this route")
 			return
 		}
+		p.m.badGateway.Inc()
 		plainError(w, http.StatusBadGateway, "no endpoint behind this route answered")
 	}
 }
@@ -356,11 +370,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodConnect {
 		// Not a forward proxy.
+		p.m.refused.Inc()
 		plainError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
 	if r.TLS == nil && !p.opts.NoSSLRedirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 		if _, ok := t.certs.covering(host); ok {
+			p.m.redirected.Inc()
 			p.redirect(w, r, t, host)
 			return
 		}
@@ -371,8 +387,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case b == nil:
+		p.m.notFound.Inc()
 		plainError(w, http.StatusNotFound, "no route for this host and path")
 	case len(b.eps) == 0:
+		p.m.noEndpoint.Inc()
 		plainError(w, http.StatusServiceUnavailable, "no ready endpoint behind this route")
 	default:
 		b.proxy.ServeHTTP(w, r)
