@@ -298,7 +298,8 @@ func (s *state) indexPods() {
 }
 
 // selectPods returns the pods of ns whose labels hold every pair of sel
-// (a Service selector; it must not be empty).
+// (a Service selector; it must not be empty). The caller must not modify
+// the slice.
 func (s *state) selectPods(ns string, sel map[string]string) []*podInfo {
 	n := s.byNS[ns]
 	if n == nil || len(sel) == 0 {
@@ -311,6 +312,9 @@ func (s *state) selectPods(ns string, sel map[string]string) []*podInfo {
 		if first || len(l) < len(base) {
 			base, first = l, false
 		}
+	}
+	if len(sel) == 1 {
+		return slices.Clip(base) // read-only
 	}
 	var out []*podInfo
 	for _, p := range base {
