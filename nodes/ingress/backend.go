@@ -214,7 +214,8 @@ func (l *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		lastErr = err
 		var de *dialError
 		connectFailed := errors.As(err, &de)
-		if connectFailed {
+		if connectFailed && req.Context().Err() == nil {
+			// Not the client's leaving: the endpoint's failure.
 			e.failedUntil.Store(now + int64(l.failTimeout))
 		}
 		if !retryable(req, body, connectFailed, err) {

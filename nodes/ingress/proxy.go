@@ -206,6 +206,8 @@ func New(o Options) (*Proxy, error) {
 			MaxIdleConns:          0, // no total limit: MaxIdleConnsPerHost bounds each endpoint
 			MaxIdleConnsPerHost:   o.MaxIdleConnsPerEndpoint,
 			ExpectContinueTimeout: time.Second,
+			// Answers pass through as the endpoint encoded them.
+			DisableCompression: true,
 			// Endpoints are plain HTTP/1.1: no proxy from the
 			// environment, no HTTP/2 attempt.
 			Proxy:             nil,
@@ -242,12 +244,8 @@ func (p *Proxy) Update(in *api.Ingress) []Warning {
 	var tlsEntries []api.IngressTLS
 	if in != nil {
 		tlsEntries = in.TLS
-		if in.HTTPPort != 0 {
-			t.httpPort = int(in.HTTPPort)
-		}
-		if in.HTTPSPort != 0 {
-			t.httpsPort = int(in.HTTPSPort)
-		}
+		t.httpPort = port(in.HTTPPort, DefaultHTTPPort, "httpPort", &warns)
+		t.httpsPort = port(in.HTTPSPort, DefaultHTTPSPort, "httpsPort", &warns)
 	}
 	if t.httpPort == t.httpsPort {
 		warns = append(warns, Warning{"", fmt.Sprintf("httpPort and httpsPort are both %d: HTTPS is not served", t.httpPort)})
@@ -264,6 +262,18 @@ func (p *Proxy) Update(in *api.Ingress) []Warning {
 		}
 	}
 	return slices.Clone(t.warnings)
+}
+
+// port is an Ingress's port, def when it is zero or out of range.
+func port(p int32, def int, name string, warns *[]Warning) int {
+	switch {
+	case p == 0:
+		return def
+	case p < 0 || p > 65535:
+		*warns = append(*warns, Warning{"", fmt.Sprintf("%s %d is out of range: %d is served", name, p, def)})
+		return def
+	}
+	return int(p)
 }
 
 // Warnings are those of the last Update.

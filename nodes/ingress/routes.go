@@ -22,12 +22,18 @@ const (
 // serve, a certificate it cannot use. Warnings never hold secret data.
 type Warning struct {
 	// Source is the "namespace/name" of the Ingress (or of the TLS
-	// Secret) the warning is about.
+	// Secret) the warning is about; "" for the merged Ingress as a whole
+	// (its ports).
 	Source  string
 	Message string
 }
 
-func (w Warning) String() string { return w.Source + ": " + w.Message }
+func (w Warning) String() string {
+	if w.Source == "" {
+		return w.Message
+	}
+	return w.Source + ": " + w.Message
+}
 
 // routes is the compiled routing of one api.Ingress: immutable once built,
 // read by any number of requests at once.

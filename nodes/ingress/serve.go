@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -133,7 +134,7 @@ func (p *Proxy) ListenAndServe(ctx context.Context) error {
 			}
 			ln, err := net.Listen("tcp", k.addr)
 			if err != nil {
-				bindErrs = append(bindErrs, fmt.Errorf("listen %s: %w", k, err))
+				bindErrs = append(bindErrs, err) // it names the address
 				continue
 			}
 			s.start(k, ln)
@@ -206,6 +207,10 @@ type servers struct {
 
 type server struct {
 	srv *http.Server
+	ln  net.Listener
+	// stopping is set before the listener is closed, so that the error
+	// of Serve then is not taken for a failure.
+	stopping atomic.Bool
 	// active counts the requests being handled, upgraded connections
 	// included (http.Server.Shutdown does not wait for those).
 	active sync.WaitGroup
@@ -223,7 +228,7 @@ func (p *Proxy) newServers() *servers {
 // start serves on ln.
 func (s *servers) start(k listenKey, ln net.Listener) {
 	p := s.p
-	sv := &server{done: make(chan struct{})}
+	sv := &server{ln: ln, done: make(chan struct{})}
 	sv.base, sv.cancelBase = context.WithCancel(context.Background())
 	sv.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -249,7 +254,7 @@ func (s *servers) start(k listenKey, ln net.Listener) {
 		} else {
 			err = sv.srv.Serve(ln)
 		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !sv.stopping.Load() {
 			select {
 			case s.failed <- fmt.Errorf("ingress proxy: serve %s: %w", k, err):
 			default:
@@ -258,11 +263,13 @@ func (s *servers) start(k listenKey, ln net.Listener) {
 	}()
 }
 
-// drainOne stops the listener of k and lets its requests finish in the
-// background.
+// drainOne closes the listener of k at once (its address may be bound
+// again right away) and lets its requests finish in the background.
 func (s *servers) drainOne(k listenKey, r *run) {
 	sv := s.servers[k]
 	delete(s.servers, k)
+	sv.stopping.Store(true)
+	sv.ln.Close()
 	s.p.log.Info("ingress stops listening", "listen", k.String())
 	s.draining.Add(1)
 	go func() {

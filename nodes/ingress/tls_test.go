@@ -251,13 +251,20 @@ func TestListenAndServeFollowsPorts(t *testing.T) {
 	waitTLS(t, moved.HTTPSPort)
 	waitAnswer(t, old, false)
 
+	// HTTP and HTTPS trade ports.
+	swapped := ingressFor("", b.addr())
+	swapped.HTTPPort, swapped.HTTPSPort = moved.HTTPSPort, moved.HTTPPort
+	p.Update(swapped)
+	waitAnswer(t, swapped.HTTPPort, true)
+	waitTLS(t, swapped.HTTPSPort)
+
 	if err := p.Shutdown(t.Context()); err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
 	if err := <-served; err != nil {
 		t.Errorf("ListenAndServe: %v", err)
 	}
-	waitAnswer(t, moved.HTTPPort, false)
+	waitAnswer(t, swapped.HTTPPort, false)
 }
 
 func TestListenAndServeBindError(t *testing.T) {
