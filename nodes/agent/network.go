@@ -2,12 +2,7 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 
 	"berth.dev/berth/nodes/api"
 )
@@ -33,25 +28,14 @@ type persistedNetwork struct {
 
 func loadNetwork(dir string) (persistedNetwork, error) {
 	var p persistedNetwork
-	b, err := os.ReadFile(filepath.Join(dir, networkFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return p, nil
-	}
-	if err != nil {
+	if err := loadJSON(dir, networkFile, &p); err != nil {
 		return p, fmt.Errorf("load network: %w", err)
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("load network: %s: %w", filepath.Join(dir, networkFile), err)
 	}
 	return p, nil
 }
 
 func saveNetwork(dir string, p persistedNetwork) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("save network: %w", err)
-	}
-	if err := writeFileAtomic(dir, networkFile, b, 0o600); err != nil {
+	if err := saveJSON(dir, networkFile, p); err != nil {
 		return fmt.Errorf("save network: %w", err)
 	}
 	return nil

@@ -29,32 +29,50 @@ type persisted struct {
 // loadState reads the persisted state; a missing file is an empty state.
 func loadState(dir string) (persisted, error) {
 	var p persisted
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return p, nil
-	}
+	err := loadJSON(dir, stateFile, &p)
 	if err != nil {
 		return p, fmt.Errorf("load desired pods: %w", err)
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("load desired pods: %s: %w", filepath.Join(dir, stateFile), err)
 	}
 	return p, nil
 }
 
-// saveState writes the state atomically: a temporary file in the same
-// directory, fsync, rename over the old one, fsync of the directory.
+// saveState writes the state atomically (see writeFileAtomic).
 func saveState(dir string, p persisted) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("save desired pods: %w", err)
-	}
-	if err := writeFileAtomic(dir, stateFile, b, 0o600); err != nil {
+	if err := saveJSON(dir, stateFile, p); err != nil {
 		return fmt.Errorf("save desired pods: %w", err)
 	}
 	return nil
 }
 
+// loadJSON decodes the file name under dir into v; a missing file leaves
+// v as it is.
+func loadJSON(dir, name string, v any) error {
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// saveJSON writes v as the file name under dir, atomically and readable
+// by root only (what the agent keeps carries secrets).
+func saveJSON(dir, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dir, name, b, 0o600)
+}
+
+// writeFileAtomic writes a file atomically: a temporary file in the same
+// directory, fsync, rename over the old one, fsync of the directory.
 func writeFileAtomic(dir, name string, data []byte, mode fs.FileMode) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -126,24 +126,28 @@ func (c *slotConn) CloseWrite() error {
 // SetPods replaces the agent's desired pod set. It is idempotent, and so
 // retried once on a connection that the agent had closed.
 func (c *Client) SetPods(ctx context.Context, pods api.DesiredPods) error {
-	body, err := json.Marshal(pods)
-	if err != nil {
-		return fmt.Errorf("set pods: %w: %w", api.ErrInvalid, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, baseURL+"/v1/pods", bytes.NewReader(body))
-	if err != nil {
+	if err := c.put(ctx, "/v1/pods", pods); err != nil {
 		return fmt.Errorf("set pods: %w", err)
+	}
+	return nil
+}
+
+// put sends v as the JSON body of an idempotent PUT (retried once on a
+// connection that the agent had closed).
+func (c *Client) put(ctx context.Context, path string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, baseURL+path, bytes.NewReader(body))
+	if err != nil {
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	// Marks the request as safe to retry, without sending a header.
 	req.Header["Idempotency-Key"] = nil
-	var res struct {
-		Generation int64 `json:"generation"`
-	}
-	if err := c.do(req, &res); err != nil {
-		return fmt.Errorf("set pods: %w", err)
-	}
-	return nil
+	var res json.RawMessage
+	return c.do(req, &res)
 }
 
 // SetNetwork sets the machine's Network (PUT /v1/network). It is
@@ -152,21 +156,7 @@ func (c *Client) SetPods(ctx context.Context, pods api.DesiredPods) error {
 // accepted but could not apply in full is an error too (wrapping
 // api.ErrInternal or api.ErrUnavailable), and NodeInfo.Network says why.
 func (c *Client) SetNetwork(ctx context.Context, n api.Network) error {
-	body, err := json.Marshal(n)
-	if err != nil {
-		return fmt.Errorf("set network: %w: %w", api.ErrInvalid, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, baseURL+"/v1/network", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("set network: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header["Idempotency-Key"] = nil
-	var res struct {
-		Generation int64  `json:"generation"`
-		Digest     string `json:"digest"`
-	}
-	if err := c.do(req, &res); err != nil {
+	if err := c.put(ctx, "/v1/network", n); err != nil {
 		return fmt.Errorf("set network: %w", err)
 	}
 	return nil
