@@ -91,11 +91,31 @@ const (
 	featAffinity
 )
 
-// features are the table-wide rules the Services need, each sorted.
+// features are the table-wide rules the Services need, each sorted, and
+// the sizes of the big sets.
 type features struct {
 	counts, shortCircuits []int
 	affinity              []int64 // timeouts in seconds
+	sizes                 map[string]uint32
 }
+
+// sizedSets are the sets whose size grows with the number of Services and
+// endpoints. They are created with a size: the kernel then allocates their
+// hash table once, instead of growing it (and moving every element) again
+// and again while a full sync fills it. The size is also a limit: a batch
+// that would pass it rebuilds the table with sizes for twice the elements.
+var sizedSets = []string{mapServiceEndpoints, setServiceIPs, setClusterIPs}
+
+// sizeFor is the size a sized set holding n elements is created with.
+func sizeFor(n int) uint32 {
+	size := uint32(minSetSize)
+	for int(size) < 2*n {
+		size *= 2
+	}
+	return size
+}
+
+const minSetSize = 4096
 
 func featuresOf(refs map[feature]int) features {
 	var f features
@@ -228,7 +248,18 @@ func Compile(table string, d *Desired) (*Ruleset, error) {
 		}
 		frags = append(frags, f)
 	}
-	global, err := compileGlobal(d, featuresOf(refs))
+	ft := featuresOf(refs)
+	ft.sizes = map[string]uint32{}
+	counts := map[string]int{}
+	for _, f := range frags {
+		for i := range f.elems {
+			counts[f.elems[i].set]++
+		}
+	}
+	for _, set := range sizedSets {
+		ft.sizes[set] = sizeFor(counts[set])
+	}
+	global, err := compileGlobal(d, ft)
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +429,9 @@ func compileGlobal(d *Desired, ft features) (*fragment, error) {
 		{Name: mapAffinity, Key: []SetType{TypeIPv4Addr, TypeIPv4Addr, TypeInetProto, TypeInetService},
 			Data: []SetType{TypeIPv4Addr, TypeInetService}, Dynamic: true, Size: affinitySize,
 			Comment: "sessionAffinity: client . Service address : endpoint"},
+	}
+	for _, set := range f.sets {
+		set.Size = max(set.Size, ft.sizes[set.Name])
 	}
 	for _, t := range ft.affinity {
 		f.sets = append(f.sets, &Set{Name: affinitySet(t), Key: tup,

@@ -506,8 +506,19 @@ func TestLargeBatch(t *testing.T) {
 	// (FACTS.md: 4,000 elements per batch, ~1,000 per message).
 	ns := newNetns(t, "large")
 	s := ns.syncer(t)
-	if err := s.Sync(context.Background(), many(6000, 1)); err != nil {
+	ctx := context.Background()
+	if err := s.Sync(ctx, many(10, 1)); err != nil {
 		t.Fatal(err)
+	}
+	// Past the sizes the sets were made with: a rebuild with bigger ones.
+	if err := s.Sync(ctx, many(6000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); !st.Full || st.IncrementalError != nil {
+		t.Errorf("growing past the set sizes: %+v", st)
+	}
+	if out := ns.nft(t, "list", "map", "ip", "berth-test", mapServiceEndpoints); !strings.Contains(out, "size 16384") {
+		t.Errorf("service-endpoints was not made bigger:\n%.300s", out)
 	}
 	if n := len(kernelElements(t, ns, "map", mapServiceEndpoints)); n != 6000 {
 		t.Errorf("service-endpoints holds %d elements, want 6000", n)

@@ -42,7 +42,18 @@ func primed(tb testing.TB, d *Desired) *Syncer {
 			s.shared[id].n++
 		}
 	}
-	global, err := compileGlobal(d, featuresOf(s.refs))
+	s.counts, s.sizes = map[string]int{}, map[string]uint32{}
+	for _, v := range s.services {
+		for _, e := range v.frag.elems {
+			s.counts[e.set]++
+		}
+	}
+	ft := featuresOf(s.refs)
+	ft.sizes = s.sizes
+	for _, set := range sizedSets {
+		s.sizes[set] = sizeFor(s.counts[set])
+	}
+	global, err := compileGlobal(d, ft)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -56,6 +56,8 @@ type Syncer struct {
 	owners   map[string]serviceKey // claimed address (or address . proto . port) -> its service
 	shared   map[string]*sharedElem
 	refs     map[feature]int // Services needing each table-wide feature
+	sizes    map[string]uint32
+	counts   map[string]int // elements in each sized set
 	sets     map[string]*nftables.Set
 	gen      uint64
 	last     SyncStats
@@ -219,27 +221,30 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	order := make([]*svcState, len(d.Services))
 	for i := range d.Services {
 		in := &d.Services[i]
-		k := in.key()
 		var old *svcState
 		if i < len(s.order) && s.order[i].in.Name == in.Name && s.order[i].in.Namespace == in.Namespace {
 			old = s.order[i]
 		} else {
-			old = s.services[k]
+			old = s.services[in.key()]
 		}
 		order[i] = old
-		if old != nil && old.gen == gen || fresh[k] {
-			return fmt.Errorf("service %s given twice", k)
-		}
 		var prev *fragment
 		if old != nil {
+			if old.gen == gen {
+				return fmt.Errorf("service %s given twice", in.key())
+			}
 			old.gen = gen
 			if !recompileAll && old.in.equal(in) {
 				continue
 			}
 			prev = old.frag
 		} else {
-			fresh[k] = true
+			if fresh[in.key()] {
+				return fmt.Errorf("service %s given twice", in.key())
+			}
+			fresh[in.key()] = true
 		}
+		k := in.key()
 		frag, err := compileService(in, opts, prev)
 		if err != nil {
 			return err
@@ -298,6 +303,7 @@ type incremental struct {
 	claimed map[string]serviceKey
 	refs    map[feature]int
 	shared  map[string]int // changed shared elements: their new counts
+	counts  map[string]int // elements in each sized set
 }
 
 // planIncremental diffs the mirror against the changes. It fails if two
@@ -350,7 +356,9 @@ func (s *Syncer) planIncremental(d *Desired, changes []change) (*incremental, er
 			sharedElems[id] = e
 		}
 	}
-	global, err := compileGlobal(d, featuresOf(inc.refs))
+	ft := featuresOf(inc.refs)
+	ft.sizes = s.sizes
+	global, err := compileGlobal(d, ft)
 	if err != nil {
 		return nil, err
 	}
@@ -377,6 +385,14 @@ func (s *Syncer) planIncremental(d *Desired, changes []change) (*incremental, er
 			p.delElems[e.set] = append(p.delElems[e.set], e.Element)
 		}
 	}
+	inc.counts = make(map[string]int, len(sizedSets))
+	for _, set := range sizedSets {
+		n := s.counts[set] + len(p.addElems[set]) - len(p.delElems[set])
+		inc.counts[set] = n
+		if n > int(s.sizes[set]) {
+			p.full = true // outgrown: rebuild with bigger sets
+		}
+	}
 	inc.p = p
 	return inc, nil
 }
@@ -397,7 +413,7 @@ func (s *Syncer) sharedCount(id string) int {
 
 // commit makes the mirror what was just written.
 func (s *Syncer) commit(inc *incremental, opts svcOptions, changes []change) {
-	s.global, s.opts, s.synced, s.refs = inc.global, opts, true, inc.refs
+	s.global, s.opts, s.synced, s.refs, s.counts = inc.global, opts, true, inc.refs, inc.counts
 	for f, n := range s.refs {
 		if n <= 0 {
 			delete(s.refs, f)
@@ -475,19 +491,24 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 			shared[id].n++
 		}
 	}
-	global, err := compileGlobal(d, featuresOf(refs))
+	counts := map[string]int{}
+	for _, v := range all {
+		for i := range v.frag.elems {
+			counts[v.frag.elems[i].set]++
+		}
+	}
+	ft := featuresOf(refs)
+	ft.sizes = map[string]uint32{}
+	for _, set := range sizedSets {
+		ft.sizes[set] = sizeFor(counts[set])
+	}
+	global, err := compileGlobal(d, ft)
 	if err != nil {
 		return err
 	}
 	p := newPlan(global)
 	p.diff(nil, global)
-	sizes := map[string]int{}
-	for _, v := range all {
-		for i := range v.frag.elems {
-			sizes[v.frag.elems[i].set]++
-		}
-	}
-	for set, n := range sizes {
+	for set, n := range counts {
 		p.addElems[set] = append(make([]Element, 0, n+len(p.addElems[set])), p.addElems[set]...)
 	}
 	for _, v := range all {
@@ -510,6 +531,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	}
 	s.services, s.order = all, order
 	s.global, s.opts, s.owners, s.shared, s.refs, s.synced = global, opts, owners, shared, refs, true
+	s.sizes, s.counts = ft.sizes, counts
 	s.finish(st)
 	return nil
 }
