@@ -146,7 +146,7 @@ func TestPropertyDeterministicAndOrderFree(t *testing.T) {
 			shuffled.Machines[i].Pods = rapid.Permutation(shuffled.Machines[i].Pods).Draw(t, "pods")
 		}
 		c, _ := Compute(shuffled)
-		if !reflect.DeepEqual(a.Networks, c.Networks) || !reflect.DeepEqual(a.Memory, c.Memory) {
+		if !reflect.DeepEqual(a.Networks, c.Networks) || !reflect.DeepEqual(a.Memory, c.Memory) || !reflect.DeepEqual(a.Diagnostics, c.Diagnostics) {
 			t.Fatal("the same fleet in another order gives another result")
 		}
 	})
@@ -174,6 +174,62 @@ func TestPropertyStableAcrossPasses(t *testing.T) {
 			t.Fatalf("memory changes: %+v then %+v", a.Memory, next.Memory)
 		}
 	})
+}
+
+// TestPropertyOthersKeepTheirs removes a Service and brings it back: no
+// other Service's addresses or ports move, either time.
+func TestPropertyOthersKeepTheirs(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		in := fleetGen(t)
+		var svcs []int
+		for i, o := range in.Desired.Objects {
+			if o.Kind == "Service" {
+				svcs = append(svcs, i)
+			}
+		}
+		if len(svcs) == 0 {
+			return
+		}
+		drop := rapid.SampledFrom(svcs).Draw(t, "drop")
+		gone := in.Desired.Objects[drop].Namespace + "/" + in.Desired.Objects[drop].Name
+		before, _ := Compute(in)
+
+		without := in
+		d := *in.Desired
+		d.Objects = append(append([]*render.Object{}, in.Desired.Objects[:drop]...), in.Desired.Objects[drop+1:]...)
+		without.Desired, without.Memory = &d, before.Memory
+		mid, _ := Compute(without)
+		sameAllocations(t, before.Memory, mid.Memory, gone)
+
+		in.Memory = mid.Memory
+		after, _ := Compute(in)
+		sameAllocations(t, mid.Memory, after.Memory, gone)
+	})
+}
+
+// sameAllocations checks that every allocation in a, except those of the
+// Service skip, is in b.
+func sameAllocations(t *rapid.T, a, b Memory, skip string) {
+	for k, v := range a.ClusterIPs {
+		if k != skip && b.ClusterIPs[k] != v {
+			t.Fatalf("clusterIP of %s moved from %s to %s", k, v, b.ClusterIPs[k])
+		}
+	}
+	for k, v := range a.NodePorts {
+		if !strings.HasPrefix(k, skip+":") && b.NodePorts[k] != v {
+			t.Fatalf("node port %s moved from %d to %d", k, v, b.NodePorts[k])
+		}
+	}
+	for k, v := range a.LoadBalancerIPs {
+		if k != skip && b.LoadBalancerIPs[k] != v {
+			t.Fatalf("LoadBalancer address of %s moved from %s to %s", k, v, b.LoadBalancerIPs[k])
+		}
+	}
+	for k, v := range a.PodCIDRs {
+		if b.PodCIDRs[k] != v {
+			t.Fatalf("pod CIDR of %s moved from %s to %s", k, v, b.PodCIDRs[k])
+		}
+	}
 }
 
 func normalize(m Memory) Memory {
