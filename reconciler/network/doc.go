@@ -34,18 +34,18 @@
 // After live.Plan, and before sending any pod set:
 //
 //	in := network.Input{
-//		Desired:  desired,
-//		Machines: network.FromLive(observed, pass, last),
-//		// Only for machines whose spec.address is a DNS name:
-//		Addresses: resolved,
-//		Memory:   mem.Network, // what the previous Compute returned
+//		Desired:   desired,
+//		Machines:  network.FromLive(observed, pass, last),
+//		Addresses: resolved, // machines whose spec.address is a DNS name
+//		Memory:    mem.Network, // what the previous Compute returned
 //	}
 //	res, err := network.Compute(in)
 //	// 1. For each machine, res.Networks[name]: when its Digest differs
 //	//    from the NodeInfo.Network.Digest the agent reported, set the
 //	//    next Generation and PUT it. Pods the pass stops are marked
-//	//    Stopping by FromLive, so they have left every endpoint set
-//	//    before step 2 tells their machine to stop them.
+//	//    Stopping by FromLive: every machine then has them as
+//	//    Terminating endpoints that get no new connection before step 2
+//	//    tells their machine to stop them.
 //	// 2. Send the pass's pod sets (live.MachinePlan.Send).
 //	// 3. Keep res.Memory with the live pass's memory (plain JSON, no
 //	//    Secret data) and report res.Diagnostics.

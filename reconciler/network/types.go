@@ -49,8 +49,9 @@ type Pod struct {
 	// containers' named ports, hostname, subdomain and hostNetwork; nil
 	// when not known (named ports then do not resolve on it).
 	Spec *api.Pod
-	// Stopping: the caller is about to stop the pod (or replace it). It
-	// leaves every endpoint set now, as if it were terminating already.
+	// Stopping: the caller is about to stop the pod (or replace it). Its
+	// endpoints are Terminating and never Ready from now on, as if it
+	// were terminating already: it gets no new connection.
 	Stopping bool
 }
 
