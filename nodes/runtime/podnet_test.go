@@ -118,3 +118,49 @@ func TestPodNetworkSandboxes(t *testing.T) {
 		t.Errorf("addresses held after the pods were removed: %v", got)
 	}
 }
+
+// BenchmarkSandboxOnPodNetwork makes and removes one sandbox on a pod
+// network: namespaces, CNI ADD (bridge, host-local, loopback), pod files,
+// then CNI DEL and teardown.
+func BenchmarkSandboxOnPodNetwork(b *testing.B) {
+	testenv.RequireRoot(b)
+	testenv.Require(b, filepath.Join(cni.DefaultPluginDir, "bridge"), filepath.Join(cni.DefaultPluginDir, "host-local"), filepath.Join(cni.DefaultPluginDir, "loopback"))
+	cd := testenv.Containerd(b)
+	dir, err := os.MkdirTemp("", "berth-rt-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	machine, err := netns.New(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { netns.Remove(machine) })
+	ctx := context.Background()
+	rt, err := New(ctx, Options{Address: cd.Address(), Namespace: "bench-" + suffixOf(b), StateDir: filepath.Join(dir, "state")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rt.Close() })
+	n, err := cni.New(cni.Config{PodCIDR: netip.MustParsePrefix("198.18.221.0/24"), StateDir: filepath.Join(dir, "cni"), MachineNetNS: machine})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := rt.SetPodNetwork(ctx, PodNetwork{CNI: n, DNS: netip.MustParseAddr("198.18.221.1")}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		pod := testPod("bench", "unused")
+		sb, err := rt.CreateSandbox(ctx, pod)
+		if err != nil || len(sb.PodIPs) != 1 {
+			b.Fatal(sb, err)
+		}
+		if err := rt.RemoveSandbox(ctx, pod.UID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func suffixOf(b *testing.B) string {
+	return strings.TrimPrefix(testPod("x", "").UID, "uid-")
+}
