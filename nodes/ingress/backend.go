@@ -22,8 +22,8 @@ type endpoint struct {
 	addr     netip.AddrPort
 	hostport string
 	inflight atomic.Int64
-	// failedUntil (unix nanoseconds) is when an endpoint that refused a
-	// connection is tried again before others.
+	// failedUntil (unix nanoseconds): an endpoint that could not be
+	// connected to is chosen only when no other is left until then.
 	failedUntil atomic.Int64
 }
 

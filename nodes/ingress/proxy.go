@@ -225,8 +225,9 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Update makes in the routing table: requests that start after it
-// returns use it, those in flight finish with the one they started with.
+// Update replaces the routing table with one made from in: requests that
+// start after it returns use it, those in flight finish with the one they
+// started with.
 // Endpoints keep their state (requests in flight, a recent failure)
 // across tables. A nil Ingress routes nothing. The warnings say what of in
 // is not served as written; they are also kept for Warnings.
