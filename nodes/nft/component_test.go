@@ -135,6 +135,21 @@ func TestServiceTraffic(t *testing.T) {
 		}
 	}
 
+	// A LoadBalancer address routed to this machine.
+	lb := labDesired(ep("198.18.16.2", 8080, true, true), ep("198.18.16.6", 8080, true, true))
+	lb.Services[0].Type, lb.Services[0].LoadBalancerIPs = LoadBalancer, []netip.Addr{addr("198.18.200.1")}
+	if err := s.Sync(ctx, lb); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full || st.ElementsAdded != 3 || st.RulesAdded != 0 {
+		t.Errorf("adding a LoadBalancer address: %+v", st)
+	}
+	for r := range replies(t, l.client, "198.18.200.1:80", 10) {
+		if !want[r] {
+			t.Errorf("LoadBalancer: unexpected reply %q", r)
+		}
+	}
+
 	// One endpoint not ready: all traffic goes to the other.
 	d = labDesired(ep("198.18.16.2", 8080, false, true), ep("198.18.16.6", 8080, true, true))
 	if err := s.Sync(ctx, d); err != nil {
