@@ -457,3 +457,40 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateKeepsRequestsInFlight removes the endpoint of a request in
+// flight: the request still finishes there, and new ones go to the new
+// endpoint.
+func TestUpdateKeepsRequestsInFlight(t *testing.T) {
+	p := startProxy(t, Options{})
+	release, started := make(chan struct{}), make(chan struct{})
+	slow := newSlowBackend(t, started, release)
+	next := newBackendServer(t, "next")
+	p.Update(ingressFor("h.example", slow))
+	type result struct {
+		code int
+		body string
+	}
+	got := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, p.httpURL+"/", nil)
+		req.Host = "h.example"
+		res, err := p.client.Do(req)
+		if err != nil {
+			got <- result{body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		got <- result{res.StatusCode, string(b)}
+	}()
+	<-started
+	p.Update(ingressFor("h.example", next.addr()))
+	if res, body := p.get(t, http.MethodGet, "h.example", "/", nil); res.StatusCode != 200 || body != "next " {
+		t.Errorf("new request after Update: %d %q, want the new endpoint", res.StatusCode, body)
+	}
+	close(release)
+	if r := <-got; r.code != 200 || r.body != "done" {
+		t.Errorf("request in flight across the Update: %d %q, want 200 done", r.code, r.body)
+	}
+}
