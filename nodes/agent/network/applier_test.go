@@ -182,6 +182,16 @@ func sniffARP(t *testing.T, ns string) *arpSniffer {
 	return s
 }
 
+// drain discards what was captured so far.
+func (s *arpSniffer) drain() {
+	b := make([]byte, 128)
+	for {
+		if _, _, err := unix.Recvfrom(s.fd, b, unix.MSG_DONTWAIT); err != nil {
+			return
+		}
+	}
+}
+
 // announced waits for a gratuitous ARP (sender and target ip) from mac.
 func (s *arpSniffer) announced(ip netip.Addr, mac net.HardwareAddr, within time.Duration) error {
 	deadline := time.Now().Add(within)
@@ -250,6 +260,21 @@ func TestHeldIPs(t *testing.T) {
 	if err := a.Apply(ctx, n); err != nil {
 		t.Fatal(err)
 	}
+	// A new agent announces what it holds again (the address may have
+	// been elsewhere meanwhile), and keeps it as its own.
+	sniff.drain()
+	a2, err := New(Options{Pods: &pods{}, StateDir: a.opts.StateDir, MachineNetNS: machine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	if err := a2.Apply(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := sniff.announced(held, eth.Attrs().HardwareAddr, 3*time.Second); err != nil {
+		t.Errorf("after a restart: %v", err)
+	}
+	a = a2
 	// No longer held: ours goes, theirs stays.
 	n.Generation, n.HeldIPs = 2, nil
 	if err := a.Apply(ctx, n); err != nil {

@@ -185,18 +185,36 @@ func (a *Applier) setHeld(nodeIPs, held []netip.Addr) error {
 			return fmt.Errorf("addresses of %s: %w", mine.Link, err)
 		}
 		for _, ip := range held {
-			if slices.Contains(mine.Addrs, ip) || hasAddr(have, ip) {
+			ours := slices.Contains(mine.Addrs, ip)
+			if !ours && hasAddr(have, ip) {
+				continue // someone else's
+			}
+			if !ours || !hasAddr(have, ip) {
+				if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, 32))}); err != nil {
+					errs = append(errs, fmt.Errorf("add %s to %s: %w", ip, mine.Link, err))
+					continue
+				}
+				if !ours {
+					mine.Addrs = append(mine.Addrs, ip)
+				}
+				a.log.Info("holding address", "ip", ip, "link", mine.Link)
+				delete(a.announced, ip)
+			}
+			// Announced once per address added and per agent start: the
+			// address may have been elsewhere while no agent ran here.
+			if a.announced[ip] {
 				continue
 			}
-			if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, 32))}); err != nil {
-				errs = append(errs, fmt.Errorf("add %s to %s: %w", ip, mine.Link, err))
-				continue
-			}
-			mine.Addrs = append(mine.Addrs, ip)
 			if err := a.announce(link, ip); err != nil {
 				errs = append(errs, fmt.Errorf("announce %s: %w", ip, err))
+				continue
 			}
-			a.log.Info("holding address", "ip", ip, "link", mine.Link)
+			a.announced[ip] = true
+		}
+	}
+	for ip := range a.announced {
+		if !slices.Contains(mine.Addrs, ip) {
+			delete(a.announced, ip)
 		}
 	}
 	if err := a.saveHeld(mine); err != nil {

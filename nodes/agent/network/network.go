@@ -98,6 +98,8 @@ type Applier struct {
 	cni  *cni.Network // for the current pod CIDR
 	cidr netip.Prefix
 	dns  *dnsRunner
+	// announced are the held addresses announced since New.
+	announced map[netip.Addr]bool
 }
 
 // New opens the nftables connection; nothing changes on the machine until
@@ -115,7 +117,7 @@ func New(o Options) (*Applier, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Applier{opts: o, log: o.Logger.With("component", "network")}
+	a := &Applier{opts: o, log: o.Logger.With("component", "network"), announced: map[netip.Addr]bool{}}
 	nopts := nft.Options{Table: o.Table, Logger: o.Logger}
 	if o.MachineNetNS != "" {
 		f, err := os.Open(o.MachineNetNS)
