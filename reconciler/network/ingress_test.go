@@ -72,7 +72,7 @@ func TestIngressProblems(t *testing.T) {
 		"apiVersion: berth.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m1\nspec:\n  address: 198.18.0.11\n",
 		svcYAML("web", "  selector: {app: web}\n  ports: [{name: http, port: 80}]\n"),
 		"apiVersion: v1\nkind: Secret\nmetadata:\n  name: half\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Y2VydA==\n  tls.key: \"\"\n",
-		ingressYAML("x", "  annotations: {kubernetes.io/ingress.class: berth}\n", "  tls:\n    - secretName: half\n    - hosts: [x.example.com]\n  defaultBackend:\n"+backendWeb),
+		ingressYAML("x", "  annotations: {kubernetes.io/ingress.class: berth}\n", "  tls:\n    - secretName: half\n    - hosts: [x.example.com]\n    - secretName: gone\n  defaultBackend:\n"+backendWeb),
 		ingressYAML("y", "  annotations: {kubernetes.io/ingress.class: berth}\n", "  defaultBackend:\n    service: {name: web, port: {name: http}}\n"),
 	}, "\n---\n")
 	d, err := render.Load(context.Background(), fstest.MapFS{"repo.yaml": {Data: []byte(doc)}}, render.Options{})
@@ -88,6 +88,7 @@ func TestIngressProblems(t *testing.T) {
 	for _, want := range []string{
 		"repo.yaml:45:7: error: Ingress default/x: spec.tls[0].secretName: Secret half lacks tls.crt or tls.key: these hosts are served over HTTP only",
 		"warning: Ingress default/x: spec.tls[1]: no secretName",
+		"error: Ingress default/x: spec.tls[2].secretName: Secret gone not found: these hosts are served over HTTP only",
 		"warning: Ingress default/y: spec.defaultBackend: defaultBackend is not used: Ingress default/x's is",
 	} {
 		if !strings.Contains(ds, want) {
