@@ -33,52 +33,69 @@ import (
 type netAgent struct {
 	t       *testing.T
 	e       *agentEnv // containerd, registry, directories
-	machine string    // the machine's network namespace
-	// peer is a namespace on the machine's uplink (eth0, uplinkMachine),
-	// its default gateway (uplinkPeer).
-	peer   string
-	netDir string
-	app    *network.Applier
+	node    string
+	machine string // the machine's network namespace
+	netDir  string
+	app     *network.Applier
 }
 
-// The machine's uplink.
+// The machine's uplink to its peer, in newNetAgent.
 var (
 	uplinkMachine = netip.MustParsePrefix("198.18.210.1/24")
 	uplinkPeer    = netip.MustParsePrefix("198.18.210.2/24")
 )
 
-// uplink joins the machine's namespace to the peer's with a veth pair
-// (eth0 on both sides) and routes everything from the machine to the
-// peer.
-func uplink(machine, peer string) error {
-	mns, err := vnetns.GetFromPath(machine)
+// testNetNS makes a network namespace that goes when the test ends.
+func testNetNS(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "berth-netns-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Remove(p); err != nil {
+			t.Errorf("remove a test namespace: %v", err)
+		}
+		os.RemoveAll(dir)
+	})
+	return p
+}
+
+// link joins two namespaces with a veth pair (eth0 on both sides) with
+// the addresses given; with defaultRoute, a routes everything to b.
+func link(a, b string, addrA, addrB netip.Prefix, defaultRoute bool) error {
+	ans, err := vnetns.GetFromPath(a)
 	if err != nil {
 		return err
 	}
-	defer mns.Close()
-	pns, err := vnetns.GetFromPath(peer)
+	defer ans.Close()
+	bns, err := vnetns.GetFromPath(b)
 	if err != nil {
 		return err
 	}
-	defer pns.Close()
-	mh, err := netlink.NewHandleAt(mns)
+	defer bns.Close()
+	ah, err := netlink.NewHandleAt(ans)
 	if err != nil {
 		return err
 	}
-	defer mh.Close()
-	ph, err := netlink.NewHandleAt(pns)
+	defer ah.Close()
+	bh, err := netlink.NewHandleAt(bns)
 	if err != nil {
 		return err
 	}
-	defer ph.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(pns)}
-	if err := mh.LinkAdd(veth); err != nil {
+	defer bh.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(bns)}
+	if err := ah.LinkAdd(veth); err != nil {
 		return fmt.Errorf("veth: %w", err)
 	}
 	for _, side := range []struct {
 		h    *netlink.Handle
 		addr netip.Prefix
-	}{{mh, uplinkMachine}, {ph, uplinkPeer}} {
+	}{{ah, addrA}, {bh, addrB}} {
 		l, err := side.h.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -90,46 +107,48 @@ func uplink(machine, peer string) error {
 			return err
 		}
 	}
-	l, err := mh.LinkByName("eth0")
+	if !defaultRoute {
+		return nil
+	}
+	l, err := ah.LinkByName("eth0")
 	if err != nil {
 		return err
 	}
-	return mh.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: uplinkPeer.Addr().AsSlice()})
+	return ah.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: addrB.Addr().AsSlice()})
 }
 
-func newNetAgent(t *testing.T) *netAgent {
+func requireNetAgent(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.Require(t, filepath.Join(cni.DefaultPluginDir, "bridge"), filepath.Join(cni.DefaultPluginDir, "host-local"), filepath.Join(cni.DefaultPluginDir, "loopback"))
-	cd := testenv.Containerd(t)
-	reg := testenv.EchoRegistry(t)
+}
+
+// newNetAgent is an agent whose machine has an uplink to a peer namespace
+// (its default route).
+func newNetAgent(t *testing.T) *netAgent {
+	requireNetAgent(t)
+	machine, peer := testNetNS(t), testNetNS(t)
+	if err := link(machine, peer, uplinkMachine, uplinkPeer, true); err != nil {
+		t.Fatal(err)
+	}
+	return startNetAgent(t, testenv.Containerd(t), testenv.EchoRegistry(t), "m1", machine)
+}
+
+// startNetAgent starts the agent of node on machine, with a containerd
+// namespace and directories of its own; it is stopped and its pods
+// removed when the test ends.
+func startNetAgent(t *testing.T, cd *testenv.ContainerdDaemon, reg *testenv.RegistryDaemon, node, machine string) *netAgent {
 	dir, err := os.MkdirTemp("", "berth-net-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	machine, err := netns.New(filepath.Join(dir, "machine"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := netns.New(filepath.Join(dir, "peer"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &agentEnv{t: t, cd: cd, reg: reg, ns: randomName("net-"),
 		stateDir: filepath.Join(dir, "agent"), rtDir: filepath.Join(dir, "rt"), logDir: filepath.Join(dir, "logs")}
-	a := &netAgent{t: t, e: e, machine: machine, peer: peer, netDir: filepath.Join(dir, "network")}
+	a := &netAgent{t: t, e: e, node: node, machine: machine, netDir: filepath.Join(dir, "network")}
 	t.Cleanup(func() {
 		a.stop()
 		cleanupRuntime(t, newContainerdRuntime(t, cd, reg, e.ns, e.rtDir))
-		for _, p := range []string{machine, peer} {
-			if err := netns.Remove(p); err != nil {
-				t.Errorf("remove a test namespace: %v", err)
-			}
-		}
 		os.RemoveAll(dir)
 	})
-	if err := uplink(machine, peer); err != nil {
-		t.Fatal(err)
-	}
 	a.start()
 	return a
 }
@@ -145,7 +164,7 @@ func (a *netAgent) start() {
 	}
 	a.app = app
 	m, err := agent.New(agent.Options{
-		Runtime: e.rt, Network: app, StateDir: e.stateDir, LogDir: e.logDir, NodeName: "m1", Logger: log,
+		Runtime: e.rt, Network: app, StateDir: e.stateDir, LogDir: e.logDir, NodeName: a.node, Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -446,4 +465,70 @@ func deleteTable(path string) error {
 	}
 	defer s.Close()
 	return s.Delete(context.Background())
+}
+
+// Two machines, each with its agent: a pod on one reaches a pod on the
+// other by address through the routes each agent set, and through a
+// Service whose only endpoint is on the other machine.
+func TestComponentPodNetworkTwoMachines(t *testing.T) {
+	requireNetAgent(t)
+	cd, reg := testenv.Containerd(t), testenv.EchoRegistry(t)
+	m1, m2 := testNetNS(t), testNetNS(t)
+	addr1, addr2 := netip.MustParsePrefix("198.18.226.1/24"), netip.MustParsePrefix("198.18.226.2/24")
+	if err := link(m1, m2, addr1, addr2, false); err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := startNetAgent(t, cd, reg, "m1", m1), startNetAgent(t, cd, reg, "m2", m2)
+	ctx := context.Background()
+	cidr1, cidr2 := netip.MustParsePrefix("198.18.229.0/24"), netip.MustParsePrefix("198.18.230.0/24")
+	clusterIP := netip.MustParseAddr("198.19.226.10")
+	network := func(node string, own, other netip.Prefix, via netip.Addr, endpoint netip.Addr) api.Network {
+		n := api.Network{
+			Generation: 1, Machine: node, PodCIDR: own,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.228.0/22")},
+			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.226.0/24")},
+			Routes:       []api.PodRoute{{CIDR: other, Via: via, Machine: "other"}},
+			DNS:          api.ClusterDNS{Upstreams: []string{"127.0.0.1:1"}},
+		}
+		if endpoint.IsValid() {
+			n.Generation = 2
+			n.Services = []api.Service{{Namespace: "default", Name: "web", ClusterIPs: []netip.Addr{clusterIP},
+				Ports: []api.ServicePort{{Port: 80}},
+				Endpoints: []api.Endpoint{{IP: endpoint, Machine: "m2", Pod: "default/web-2", Ready: true,
+					Ports: []api.EndpointPort{{Port: 8080}}}}}}
+		}
+		return n
+	}
+	if err := a1.e.m.SetNetwork(ctx, network("m1", cidr1, cidr2, addr2.Addr(), netip.Addr{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.e.m.SetNetwork(ctx, network("m2", cidr2, cidr1, addr1.Addr(), netip.Addr{})); err != nil {
+		t.Fatal(err)
+	}
+	web1, web2 := echoPod(a1.e, "web-1"), echoPod(a2.e, "web-2")
+	if err := a1.e.m.SetPods(ctx, api.DesiredPods{Generation: 1, Pods: []api.Pod{web1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.e.m.SetPods(ctx, api.DesiredPods{Generation: 1, Pods: []api.Pod{web2}}); err != nil {
+		t.Fatal(err)
+	}
+	readyWithIP := func(s api.PodStatus) bool { return s.Ready && s.PodIP != "" }
+	ip1 := netip.MustParseAddr(a1.e.waitPod("default/web-1", 60*time.Second, "ready with an address", readyWithIP).PodIP)
+	ip2 := netip.MustParseAddr(a2.e.waitPod("default/web-2", 60*time.Second, "ready with an address", readyWithIP).PodIP)
+	if !cidr1.Contains(ip1) || !cidr2.Contains(ip2) {
+		t.Fatalf("pod addresses %s and %s; want one of %s and one of %s", ip1, ip2, cidr1, cidr2)
+	}
+	if code, out := a1.exec("default/web-1", "wget", "-qO-", "http://"+ip2.String()+":8080/"); code != 0 || !strings.Contains(out, "pod=web-2") {
+		t.Errorf("web-1 on m1 to web-2 on m2: exit %d, %q", code, out)
+	}
+	if code, out := a2.exec("default/web-2", "wget", "-qO-", "http://"+ip1.String()+":8080/"); code != 0 || !strings.Contains(out, "pod=web-1") {
+		t.Errorf("web-2 on m2 to web-1 on m1: exit %d, %q", code, out)
+	}
+	// The Service of web-2, seen from m1: its endpoint is not local.
+	if err := a1.e.m.SetNetwork(ctx, network("m1", cidr1, cidr2, addr2.Addr(), ip2)); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := a1.exec("default/web-1", "wget", "-qO-", "http://"+clusterIP.String()+"/"); code != 0 || !strings.Contains(out, "pod=web-2") {
+		t.Errorf("web-1 to the ClusterIP of web-2's Service: exit %d, %q", code, out)
+	}
 }
