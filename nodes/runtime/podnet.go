@@ -108,11 +108,10 @@ func (r *Runtime) attach(ctx context.Context, n *cni.Network, rec *sandboxRecord
 // detach runs CNI DEL for the sandbox when a pod network is set; without
 // one, a sandbox that has addresses keeps them in host-local's store until
 // the next GC.
-func (r *Runtime) detach(ctx context.Context, rec *sandboxRecord) error {
+func (r *Runtime) detach(ctx context.Context, pn PodNetwork, rec *sandboxRecord) error {
 	if rec.HostNetwork {
 		return nil
 	}
-	pn := r.podNetwork()
 	if pn.CNI == nil {
 		if len(rec.PodIPs) > 0 {
 			r.log.Warn("no pod network set: the sandbox's addresses are collected later", "uid", rec.PodUID, "ips", rec.PodIPs)

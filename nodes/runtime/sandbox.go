@@ -157,7 +157,13 @@ func (r *Runtime) CreateSandbox(ctx context.Context, pod *api.Pod) (agent.Sandbo
 	r.netMu.RLock()
 	defer r.netMu.RUnlock()
 	if err := r.makeSandbox(ctx, pod, rec, r.podNet); err != nil {
-		r.removeSandbox(context.WithoutCancel(ctx), rec)
+		// Undo it all, the namespaces even when DEL fails (the address is
+		// then collected when the pod network is next set).
+		cctx := context.WithoutCancel(ctx)
+		if derr := r.detach(cctx, r.podNet, rec); derr != nil {
+			r.log.Warn("detach a sandbox that failed", "pod", pod.Key(), "err", derr)
+		}
+		r.removeSandbox(cctx, rec, PodNetwork{})
 		return agent.Sandbox{}, fmt.Errorf("create sandbox for %s: %w", pod.Key(), err)
 	}
 	r.log.Info("created sandbox", "pod", pod.Key(), "uid", pod.UID, "netns", rec.NetNS, "ips", rec.PodIPs)
@@ -384,7 +390,7 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 	} else if err != nil {
 		return err
 	}
-	if err := r.removeSandbox(ctx, rec); err != nil {
+	if err := r.removeSandbox(ctx, rec, r.podNetwork()); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", podUID, err)
 	}
 	if err := os.Remove(r.recordPath(podUID)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -398,8 +404,8 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 // still holds the pod's end of its veth), then the namespaces, directory
 // and cgroup. A failed DEL stops it, so that it is tried again with the
 // record still there.
-func (r *Runtime) removeSandbox(ctx context.Context, rec *sandboxRecord) error {
-	if err := r.detach(ctx, rec); err != nil {
+func (r *Runtime) removeSandbox(ctx context.Context, rec *sandboxRecord, pn PodNetwork) error {
+	if err := r.detach(ctx, pn, rec); err != nil {
 		return err
 	}
 	var errs []error
