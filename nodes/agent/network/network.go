@@ -100,6 +100,7 @@ type Applier struct {
 	dns  *dnsRunner
 	// announced are the held addresses announced since New.
 	announced map[netip.Addr]bool
+	closed    bool
 }
 
 // New opens the nftables connection; nothing changes on the machine until
@@ -147,6 +148,10 @@ func (a *Applier) closeNS() {
 func (a *Applier) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
 	var errs []error
 	if a.dns != nil {
 		errs = append(errs, a.dns.stop())
@@ -164,6 +169,9 @@ func (a *Applier) Close() error {
 func (a *Applier) Apply(ctx context.Context, n api.Network) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.closed {
+		return errors.New("network applier closed")
+	}
 	var errs []error
 	step := func(what string, err error) bool {
 		if err != nil {
