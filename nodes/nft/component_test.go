@@ -211,6 +211,17 @@ func TestSessionAffinity(t *testing.T) {
 	if got := replies(t, l.client, "198.19.0.10:80", 5); len(got) != 1 {
 		t.Errorf("after the change: %v", got)
 	}
+	// Another timeout: the affinity rules and sets change incrementally.
+	d.Services[0].AffinityTimeout = 2 * time.Minute
+	if err := s.Sync(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.LastSync(); st.Full || st.SetsAdded != 1 || st.SetsDeleted != 1 || st.ChainsRewritten != 1 {
+		t.Errorf("changing the timeout: %+v", st)
+	}
+	if out := l.router.nft(t, "list", "chain", "ip", "berth-test", chainAffinityRecord); !strings.Contains(out, "@affinity-120s") {
+		t.Errorf("affinity-record:\n%s", out)
+	}
 }
 
 // TestTrafficPolicyLocal: externalTrafficPolicy Local sends outside

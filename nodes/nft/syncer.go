@@ -46,6 +46,7 @@ type Syncer struct {
 	log   *slog.Logger
 	conn  *nftables.Conn
 	table *nftables.Table
+	netns int
 
 	mu       sync.Mutex
 	synced   bool // the kernel holds exactly the mirror
@@ -58,6 +59,9 @@ type Syncer struct {
 	refs     map[feature]int // Services needing each table-wide feature
 	sizes    map[string]uint32
 	counts   map[string]int // elements in each sized set
+	// record is what the kernel's affinity-record chain holds (nil when
+	// unknown), written apart from the main batch (see rawrule.go).
+	record []Rule
 	sets     map[string]*nftables.Set
 	gen      uint64
 	last     SyncStats
@@ -127,6 +131,7 @@ func NewSyncer(o Options) (*Syncer, error) {
 	}
 	return &Syncer{
 		log:      o.Logger.With("component", "nft", "table", o.Table),
+		netns:    o.NetNS,
 		conn:     conn,
 		table:    &nftables.Table{Name: o.Table, Family: nftables.TableFamilyIPv4},
 		services: map[serviceKey]*svcState{},
@@ -275,6 +280,9 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 			st.Kernel = time.Since(kstart)
 			if err == nil {
 				s.commit(inc, opts, changes)
+				if s.record == nil || !rulesEqual(s.record, inc.record) {
+					s.writeRecord(inc.record)
+				}
 				s.order = order
 				st.AffinityDeleted = s.forgetAffinity(changes)
 				s.finish(st)
@@ -304,6 +312,42 @@ type incremental struct {
 	refs    map[feature]int
 	shared  map[string]int // changed shared elements: their new counts
 	counts  map[string]int // elements in each sized set
+	record  []Rule
+}
+
+// splitRecord takes the affinity-record chain's rules out of a compiled
+// table-wide fragment: they go in a batch of their own.
+func splitRecord(g *fragment) (*fragment, []Rule) {
+	c := *g
+	c.chains = make([]*Chain, len(g.chains))
+	var record []Rule
+	for i, ch := range g.chains {
+		if ch.Name == chainAffinityRecord {
+			record = ch.Rules
+			ch = &Chain{Name: ch.Name, Base: ch.Base}
+		}
+		c.chains[i] = ch
+	}
+	if record == nil {
+		record = []Rule{}
+	}
+	return &c, record
+}
+
+// writeRecord fills the affinity-record chain, after a successful batch
+// that left it empty.
+func (s *Syncer) writeRecord(record []Rule) {
+	if len(record) == 0 {
+		s.record = record
+		return
+	}
+	if err := s.writeChainRules(chainAffinityRecord, record); err != nil {
+		// The next Sync tries again.
+		s.log.Warn("write affinity-record rules; sessionAffinity is not recorded", "err", firstError(err))
+		s.record = nil
+		return
+	}
+	s.record = record
 }
 
 // planIncremental diffs the mirror against the changes. It fails if two
@@ -362,9 +406,15 @@ func (s *Syncer) planIncremental(d *Desired, changes []change) (*incremental, er
 	if err != nil {
 		return nil, err
 	}
+	global, inc.record = splitRecord(global)
 	inc.global = global
 	p := newPlan(global)
 	p.diff(s.global, global)
+	if s.record == nil || !rulesEqual(s.record, inc.record) {
+		// Empty it in this batch (its rules may name sets that go);
+		// writeChainRules fills it after.
+		p.rewrite = append(p.rewrite, &Chain{Name: chainAffinityRecord})
+	}
 	for _, c := range changes {
 		var oldF, newF *fragment
 		if c.old != nil {
@@ -506,6 +556,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	if err != nil {
 		return err
 	}
+	global, record := splitRecord(global)
 	p := newPlan(global)
 	p.diff(nil, global)
 	for set, n := range counts {
@@ -532,6 +583,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	s.services, s.order = all, order
 	s.global, s.opts, s.owners, s.shared, s.refs, s.synced = global, opts, owners, shared, refs, true
 	s.sizes, s.counts = ft.sizes, counts
+	s.writeRecord(record)
 	s.finish(st)
 	return nil
 }
@@ -632,8 +684,7 @@ func (s *Syncer) apply(p *plan, st *SyncStats) (err error) {
 	for _, c := range p.addChains {
 		s.conn.AddChain(l.chain(c))
 	}
-	// 2. Elements that go, which may be the last references to chains
-	// deleted below.
+	// 2. Elements that go, before the sets deleted below.
 	for _, set := range sortedKeys(p.delElems) {
 		if _, err := l.elements(set, p.delElems[set], true); err != nil {
 			return err
@@ -666,7 +717,7 @@ func (s *Syncer) apply(p *plan, st *SyncStats) (err error) {
 			st.RulesAdded += len(c.Rules)
 		}
 	}
-	// 5. New elements, pointing at chains that now exist.
+	// 5. New elements.
 	for _, set := range sortedKeys(p.addElems) {
 		if _, err := l.elements(set, p.addElems[set], false); err != nil {
 			return err
