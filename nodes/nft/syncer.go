@@ -62,9 +62,9 @@ type Syncer struct {
 	// record is what the kernel's affinity-record chain holds (nil when
 	// unknown), written apart from the main batch (see rawrule.go).
 	record []Rule
-	sets     map[string]*nftables.Set
-	gen      uint64
-	last     SyncStats
+	sets   map[string]*nftables.Set
+	gen    uint64
+	last   SyncStats
 }
 
 type svcState struct {
