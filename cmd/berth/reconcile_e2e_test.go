@@ -10,9 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"berth.dev/berth/nodes/lab"
-	"berth.dev/berth/nodes/lab/labtest"
 )
 
 // gitIn runs git in dir and returns its output.
@@ -74,24 +71,8 @@ func TestReconcileE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("testing.Short: brings up a lab and builds berth")
 	}
-	l := labtest.Start(t, lab.Options{Nodes: 3})
-	bin := buildBerth(t, "e2e-reconcile")
-	env := map[string]string{"BERTH_REPO": l.Repo, "BERTH_SSH_KEY": l.SSHKey, "BERTH_KNOWN_HOSTS": l.KnownHosts}
-	run := func(args ...string) (int, string, string) {
-		t.Helper()
-		start := time.Now()
-		code, out, errOut := berth(t, env, args...)
-		t.Logf("berth %s: exit %d in %v\n%s%s", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond), out, errOut)
-		return code, out, errOut
-	}
-	t.Cleanup(func() {
-		for _, m := range l.Machines {
-			berth(t, env, "machines", "uninstall", m.Name, "--purge")
-		}
-	})
-	if code, _, _ := run("machines", "bootstrap", "--binary", bin); code != exitOK {
-		t.Fatal("bootstrap failed")
-	}
+	f := startLabFleet(t, "e2e-reconcile")
+	l, bin, env, run := f.lab, f.bin, f.env, f.run
 	pods := func() []observedPodJSON {
 		t.Helper()
 		code, out, _ := berth(t, env, "get", "pods", "-A", "-o", "json")

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,23 +56,29 @@ func TestServeE2E(t *testing.T) {
 		t.Fatalf("bootstrap: %s%s", out, errOut)
 	}
 
-	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int)
-	go func() {
-		e := &env{stdout: &logs, stderr: &logs, getenv: func(k string) string { return environ[k] },
-			log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-		served <- run(ctx, []string{"serve", "--resync", "2s"}, e)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-served; code != exitOK {
-			t.Errorf("serve exited %d", code)
-		}
-		if t.Failed() {
-			t.Logf("serve's log:\n%s", logs.String())
-		}
-	})
+	// serve runs berth serve in this process until the returned stop.
+	serve := func(environ map[string]string, args ...string) (stop func()) {
+		var logs syncBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan int)
+		go func() {
+			e := &env{stdout: &logs, stderr: &logs, getenv: func(k string) string { return environ[k] },
+				log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+			served <- run(ctx, append([]string{"serve"}, args...), e)
+		}()
+		stop = sync.OnceFunc(func() {
+			cancel()
+			if code := <-served; code != exitOK {
+				t.Errorf("serve %s exited %d", strings.Join(args, " "), code)
+			}
+			if t.Failed() {
+				t.Logf("serve's log:\n%s", logs.String())
+			}
+		})
+		t.Cleanup(stop)
+		return stop
+	}
+	stopLocal := serve(environ, "--resync", "2s")
 
 	// podsOn waits until the fleet runs exactly 3 ready echo pods of image
 	// tag and nothing else, and returns when it first saw that.
@@ -146,4 +154,91 @@ func TestServeE2E(t *testing.T) {
 	if log := gitIn(t, l.Repo, "log", "--notes=berth", "-3", "--format=%h %s%n%N", "main"); !strings.Contains(log, "Failed - 1 problem") {
 		t.Errorf("git log --notes=berth does not show the broken commit's outcome:\n%s", log)
 	}
+	tag = next
+	stopLocal()
+
+	// The same repository as a remote (a file:// URL, cloned and fetched
+	// as https or ssh ones are): polled every --interval, status pushed
+	// back. The commit adds a CronJob, which serve runs on its schedule.
+	remote := maps.Clone(environ)
+	remote["BERTH_REPO"] = "file://" + l.Repo
+	serve(remote, "--resync", "2s", "--interval", "500ms")
+	next = map[string]string{"1": "2", "2": "1"}[tag]
+	withCron := pushChange(t, l.Repo, "echo and a CronJob", func(dir string) {
+		editFile(t, filepath.Join(dir, "app.yaml"), "berth/echo:"+tag, "berth/echo:"+next)
+		if err := os.WriteFile(filepath.Join(dir, "cron.yaml"), []byte(tickCronJob), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	podsOn(next, 2*time.Minute)
+	waitFor(t, time.Minute, "status of the remote's commit pushed back", func() bool {
+		sum := gitIn(t, l.Repo, "show", "berth/status:summary.yaml")
+		return strings.Contains(sum, "commit: "+withCron) && strings.Contains(sum, "outcome: Ready")
+	})
+	// A minute boundary, then the Job's pod runs to completion.
+	waitFor(t, 150*time.Second, "a pod of the CronJob's Job succeeded", func() bool {
+		_, out, _ := berth(t, environ, "get", "pods", "-n", "jobs", "-o", "json")
+		var ps []struct {
+			Name  string `json:"name"`
+			Phase string `json:"phase"`
+		}
+		if json.Unmarshal([]byte(out), &ps) != nil {
+			return false
+		}
+		return slices.ContainsFunc(ps, func(p struct {
+			Name  string `json:"name"`
+			Phase string `json:"phase"`
+		}) bool {
+			return strings.HasPrefix(p.Name, "tick-") && p.Phase == "Succeeded"
+		})
+	})
+	waitFor(t, 30*time.Second, "the CronJob's last schedule in status", func() bool {
+		code, out, _ := berth(t, environ, "get", "cronjobs", "-n", "jobs", "-o", "json")
+		return code == exitOK && strings.Contains(out, "tick") && strings.Contains(out, "lastScheduleTime")
+	})
+	podsOn(next, 10*time.Second) // the Deployment is left alone
 }
+
+// tickCronJob runs a pod every minute that prints a line and exits.
+const tickCronJob = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: jobs
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: tick
+  namespace: jobs
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      backoffLimit: 2
+      template:
+        spec:
+          restartPolicy: Never
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: 65532
+            seccompProfile:
+              type: RuntimeDefault
+          containers:
+            - name: tick
+              image: 198.18.0.1:5000/berth/echo:1
+              command: ["sh", "-c", "echo tick"]
+              resources:
+                requests:
+                  cpu: 10m
+                  memory: 16Mi
+                limits:
+                  cpu: 100m
+                  memory: 32Mi
+              securityContext:
+                readOnlyRootFilesystem: true
+                allowPrivilegeEscalation: false
+                capabilities:
+                  drop: ["ALL"]
+`
