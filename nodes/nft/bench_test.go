@@ -28,9 +28,11 @@ func cpuTimes() (user, sys time.Duration) {
 }
 
 // The benchmarks need root (a network namespace of their own); run them
-// with -count 5 and report the medians:
+// with -count 5 and report the medians (each line takes a few seconds):
 //
-//	go test -run XXX -bench . -benchtime 1x -count 5 ./nodes/nft
+//	go test -run XXX -bench FullSync -benchtime 3x -count 5 ./nodes/nft
+//	go test -run XXX -bench OneEndpointChange -benchtime 300x -count 5 ./nodes/nft
+//	go test -run XXX -bench Connect -benchtime 3000x -count 5 ./nodes/nft
 
 // BenchmarkCompile is the pure compile of 10,000 services x 10 endpoints,
 // printable form included (assemble and sort).

@@ -66,7 +66,10 @@ const (
 // chain reachable from the base chains, and every element of every
 // verdict map on the way). The short-circuit lists of
 // externalTrafficPolicy Local (pod and host traffic may use every
-// endpoint) live at the same slots plus 2^31.
+// endpoint) live at the same slots plus 2^31. (Looking the count up in a
+// map and feeding it to the numgen would be one rule, but nft has no
+// syntax for a lookup whose key comes from another lookup, and a verdict
+// map to a chain per count is a goto per Service again.)
 
 // slotOffset is O(n).
 func slotOffset(n int) uint32 { return uint32(n * (n - 1) / 2) }
