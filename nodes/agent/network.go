@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"berth.dev/berth/nodes/api"
@@ -14,6 +15,20 @@ import (
 // implements it.
 type NetworkApplier interface {
 	Apply(ctx context.Context, n api.Network) error
+}
+
+// NetworkAppliers apply a Network through each of them in order (the
+// machine's networking, then an ingress proxy, say): all run, and their
+// errors are joined.
+type NetworkAppliers []NetworkApplier
+
+// Apply implements NetworkApplier.
+func (as NetworkAppliers) Apply(ctx context.Context, n api.Network) error {
+	var errs []error
+	for _, a := range as {
+		errs = append(errs, a.Apply(ctx, n))
+	}
+	return errors.Join(errs...)
 }
 
 // networkFile holds the last Network under StateDir. Ingress TLS keys are

@@ -178,3 +178,15 @@ func TestValidateNetwork(t *testing.T) {
 		})
 	}
 }
+
+func TestNetworkAppliersRunAllAndJoinErrors(t *testing.T) {
+	ok, failing := &recordingApplier{}, &recordingApplier{fail: errors.New("ingress: bad certificate")}
+	last := &recordingApplier{}
+	err := NetworkAppliers{ok, failing, last}.Apply(context.Background(), testNetwork(4))
+	if err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Errorf("error %v", err)
+	}
+	if len(ok.generations()) != 1 || len(last.generations()) != 1 {
+		t.Errorf("applied: %v, %v; want every applier to run", ok.generations(), last.generations())
+	}
+}
