@@ -20,6 +20,15 @@ import (
 // out of every machine's Network before its own machine is told to stop it,
 // so it gets no new connection after its SIGTERM.
 type Network struct {
+	// Services and Pods come first: they are the same for every machine,
+	// and most of the encoding, so a controller hashes them once for every
+	// machine's Digest. (The order of JSON fields is free on the wire.)
+
+	// Services are all Services of the cluster with their endpoints on
+	// every machine (Ready or not; Terminating ones marked).
+	Services []Service `json:"services,omitempty"`
+	// Pods are the addresses of all pods, for pod DNS names and PTR records.
+	Pods []PodAddress `json:"pods,omitempty"`
 	// Generation increases with every new Network for this machine.
 	Generation int64 `json:"generation"`
 	// Machine is the name of the machine this Network is for: endpoints
@@ -41,11 +50,6 @@ type Network struct {
 	Routes []PodRoute `json:"routes,omitempty"`
 	// DNS is the cluster DNS the agent serves to its pods.
 	DNS ClusterDNS `json:"dns"`
-	// Services are all Services of the cluster with their endpoints on
-	// every machine (Ready or not; Terminating ones marked).
-	Services []Service `json:"services,omitempty"`
-	// Pods are the addresses of all pods, for pod DNS names and PTR records.
-	Pods []PodAddress `json:"pods,omitempty"`
 	// Policies are the NetworkPolicies that select pods on this machine,
 	// their selectors resolved to addresses.
 	Policies []NetworkPolicy `json:"policies,omitempty"`
