@@ -13,59 +13,78 @@ import (
 	"berth.dev/berth/render"
 )
 
-// networks computes every machine's Network for pass p (package network)
-// and hands it to each reachable machine whose agent holds another one.
-// It runs before the pass's pod sets are sent: a pod the pass stops has
-// then left every machine's endpoints before its own machine is told to
-// stop it. The allocations go into p.Memory.Network; problems with the
-// network objects become the pass's warnings.
-func (c *Converge) networks(ctx context.Context, desired *render.Desired, obs []live.Observed, p *live.Pass, last map[string]*api.DesiredPods, res *Result, log *slog.Logger) error {
+// Networks computes every machine's Network for pass p (package
+// network), from the allocations in p.Memory.Network, and puts the new
+// allocations there; problems with the network objects become the pass's
+// warnings. last are the sets this process sent before (nil is none).
+func Networks(desired *render.Desired, obs []live.Observed, p *live.Pass, last map[string]*api.DesiredPods) (*network.Result, error) {
 	var mem network.Memory
 	if len(p.Memory.Network) > 0 {
 		if err := json.Unmarshal(p.Memory.Network, &mem); err != nil {
-			log.Warn("network memory unreadable; allocating from the machines' reports", "err", err)
+			p.Warnings = append(p.Warnings, "network memory unreadable; allocations rebuilt from the machines' reports: "+err.Error())
 			mem = network.Memory{}
 		}
 	}
 	nr, err := network.Compute(network.Input{Desired: desired, Machines: network.FromLive(obs, p, last), Memory: mem})
 	if err != nil {
-		return fmt.Errorf("network: %w", err)
+		return nil, fmt.Errorf("network: %w", err)
 	}
 	b, err := json.Marshal(nr.Memory)
 	if err != nil {
-		return fmt.Errorf("network memory: %w", err)
+		return nil, fmt.Errorf("network memory: %w", err)
 	}
 	p.Memory.Network = b
 	for _, d := range nr.Diagnostics {
 		p.Warnings = append(p.Warnings, "network: "+d.String())
 	}
+	return nr, nil
+}
 
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+// NetworkSends are the Networks to hand machines: those reachable whose
+// agent holds another one, with the next generation.
+func NetworkSends(obs []live.Observed, nr *network.Result) map[string]api.Network {
+	out := map[string]api.Network{}
 	for _, o := range obs {
 		want := nr.Networks[o.Machine]
-		if !o.Reachable || want == nil {
-			continue
-		}
-		if o.Node.Network.Error != "" {
-			res.NetworkErrors = append(res.NetworkErrors, fmt.Errorf("machine %s: network: %s", o.Machine, o.Node.Network.Error))
-		}
-		if o.Node.Network.Digest == want.Digest() {
+		if !o.Reachable || want == nil || o.Node.Network.Digest == want.Digest() {
 			continue
 		}
 		n := *want
 		n.Generation = o.Node.Network.Generation + 1
-		res.NetworksSent++
+		out[o.Machine] = n
+	}
+	return out
+}
+
+// networks hands each reachable machine whose agent holds another Network
+// than pass p computes its new one. It runs before the pass's pod sets are
+// sent: a pod the pass stops has then left every machine's endpoints
+// before its own machine is told to stop it.
+func (c *Converge) networks(ctx context.Context, desired *render.Desired, obs []live.Observed, p *live.Pass, last map[string]*api.DesiredPods, res *Result, log *slog.Logger) error {
+	nr, err := Networks(desired, obs, p, last)
+	if err != nil {
+		return err
+	}
+	for _, o := range obs {
+		if o.Reachable && o.Node.Network.Error != "" {
+			res.NetworkErrors = append(res.NetworkErrors, fmt.Errorf("machine %s: network: %s", o.Machine, o.Node.Network.Error))
+		}
+	}
+	sends := NetworkSends(obs, nr)
+	res.NetworksSent = len(sends)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for machine, n := range sends {
 		wg.Go(func() {
-			err := c.Machines.SetNetwork(ctx, o.Machine, n)
+			err := c.Machines.SetNetwork(ctx, machine, n)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				log.Warn("set network", "machine", o.Machine, "generation", n.Generation, "err", err)
+				log.Warn("set network", "machine", machine, "generation", n.Generation, "err", err)
 				res.NetworkErrors = append(res.NetworkErrors, err)
 				return
 			}
-			log.Info("set network", "machine", o.Machine, "generation", n.Generation, "services", len(n.Services), "routes", len(n.Routes))
+			log.Info("set network", "machine", machine, "generation", n.Generation, "services", len(n.Services), "routes", len(n.Routes))
 		})
 	}
 	wg.Wait()

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"berth.dev/berth/gitsource"
+	"berth.dev/berth/nodes/api"
 	nodefleet "berth.dev/berth/nodes/fleet"
 	"berth.dev/berth/reconciler"
 	"berth.dev/berth/reconciler/live"
@@ -147,6 +150,11 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}
+	nr, err := reconciler.Networks(d, obs, p, nil)
+	if err != nil {
+		return fail(e, "plan: %v", err)
+	}
+	netSends := reconciler.NetworkSends(obs, nr)
 	if out != "" {
 		repoRec := repoArg
 		if !gitsource.IsURL(repoArg) {
@@ -174,10 +182,13 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	if err != nil {
 		return fail(e, "plan: write: %v", err)
 	}
+	if output != "json" {
+		writeNetworkSends(e, netSends)
+	}
 	if out != "" && output == "text" {
 		fmt.Fprintf(e.stdout, "\nSaved to %s. To apply exactly this plan: berth apply %s\n", out, out)
 	}
-	if detailed && (p.Changes() > 0 || len(p.Unschedulable) > 0) {
+	if detailed && (p.Changes() > 0 || len(p.Unschedulable) > 0 || len(netSends) > 0) {
 		return exitChanges
 	}
 	return exitOK
@@ -203,4 +214,29 @@ func writeFileAtomic(path string, v any) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// writeNetworkSends says which machines would be handed a new Network, and
+// what it holds.
+func writeNetworkSends(e *env, sends map[string]api.Network) {
+	for _, m := range slices.Sorted(maps.Keys(sends)) {
+		n := sends[m]
+		ready := 0
+		for _, s := range n.Services {
+			for _, ep := range s.Endpoints {
+				if ep.Ready && !ep.Terminating {
+					ready++
+				}
+			}
+		}
+		extra := ""
+		if n.Ingress != nil {
+			extra += fmt.Sprintf(", ingress (%d rules)", len(n.Ingress.Rules))
+		}
+		if len(n.HeldIPs) > 0 {
+			extra += fmt.Sprintf(", holds %v", n.HeldIPs)
+		}
+		fmt.Fprintf(e.stdout, "%s  ~ network  pod CIDR %s, %d Services with %d ready endpoints, %d routes, %d policies%s\n",
+			m, n.PodCIDR, len(n.Services), ready, len(n.Routes), len(n.Policies), extra)
+	}
 }
