@@ -112,3 +112,14 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkDigests is the digest of every machine's Network of the
+// benchmark fleet, which the controller compares with what each agent
+// reports on every pass.
+func BenchmarkDigests(b *testing.B) {
+	res := compute(b, benchFleet(b))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = res.Digests()
+	}
+}
