@@ -40,9 +40,10 @@
 //		Memory:    mem.Network, // what the previous Compute returned
 //	}
 //	res, err := network.Compute(in)
-//	// 1. For each machine, res.Networks[name]: when its Digest differs
+//	digests := res.Digests() // = Network.Digest, one encoding for all
+//	// 1. For each machine, res.Networks[name]: when digests[name] differs
 //	//    from the NodeInfo.Network.Digest the agent reported, set the
-//	//    next Generation and PUT it. Pods the pass stops are marked
+//	//    next Generation on a copy and PUT it. Pods the pass stops are marked
 //	//    Stopping by FromLive: every machine then has them as
 //	//    Terminating endpoints that get no new connection before step 2
 //	//    tells their machine to stop them.
