@@ -256,8 +256,8 @@ func (s *state) indexPods() {
 				continue
 			}
 			ip, err := netip.ParseAddr(st.PodIP)
-			if err != nil {
-				continue
+			if err != nil || s.podCIDR.IsValid() && ip.Unmap().Is4() != s.podCIDR.Addr().Is4() {
+				continue // no address of the pod network's family
 			}
 			spec := p.Spec
 			if spec != nil && (spec.Namespace != st.Namespace || spec.Name != st.Name) {
@@ -433,7 +433,7 @@ func (s *state) assemble(policies map[string][]api.NetworkPolicy, ingress *api.I
 			PodCIDR:      m.podCIDR,
 			ClusterCIDRs: clusterCIDRs,
 			ServiceCIDRs: serviceCIDRs,
-			NodeIPs:      m.addrs,
+			NodeIPs:      s.nodeIPs(m),
 			DNS:          dns,
 			Services:     services,
 			Pods:         pods,
@@ -450,6 +450,22 @@ func (s *state) assemble(policies map[string][]api.NetworkPolicy, ingress *api.I
 		}
 		s.res.Networks[m.name] = n
 	}
+}
+
+// nodeIPs are the machine's addresses of the Services' family (they are
+// single-stack): where its NodePorts answer.
+func (s *state) nodeIPs(m *machine) []netip.Addr {
+	fam := cmp.Or(s.serviceCIDR, s.podCIDR)
+	if !fam.IsValid() {
+		return m.addrs
+	}
+	var out []netip.Addr
+	for _, a := range m.addrs {
+		if a.Is4() == fam.Addr().Is4() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func family(a netip.Addr) string {

@@ -334,3 +334,23 @@ func TestNodePortSharedWithExplicit(t *testing.T) {
 		t.Errorf("diagnostics:\n%s", diagnostics(res))
 	}
 }
+
+// TestSingleStack: addresses of the other family (an IPv6 machine address,
+// an IPv6 pod address in an IPv4 pod network) are left out rather than
+// sent to agents that program one family.
+func TestSingleStack(t *testing.T) {
+	d := repo(t, labCluster, 1, svcYAML("web", "  selector: {app: web}\n  ports: [{port: 80}]\n"),
+		"apiVersion: berth.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: v6\nspec:\n  address: \"2001:db8::11\"\n")
+	ms := healthy("m1", "v6")
+	ms[0].Pods = []Pod{running("default", "a", "198.18.64.2", map[string]string{"app": "web"}), running("default", "b", "2001:db8::2", map[string]string{"app": "web"})}
+	res := compute(t, Input{Desired: d, Machines: ms})
+	if ips := res.Networks["v6"].NodeIPs; len(ips) != 0 {
+		t.Errorf("v6 node IPs %v", ips)
+	}
+	if eps := svcOf(t, res, "m1", "default/web").Endpoints; len(eps) != 1 || eps[0].Pod != "default/a" {
+		t.Errorf("endpoints %+v", eps)
+	}
+	if !strings.Contains(diagnostics(res), "no IPv4 address for machine v6") {
+		t.Errorf("diagnostics:\n%s", diagnostics(res))
+	}
+}
