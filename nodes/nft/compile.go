@@ -497,11 +497,10 @@ func intervalElements(ps []netip.Prefix) []Element {
 
 // claimText prints a claim (an address, or an address . proto . port).
 func claimText(c string) string {
-	var b []byte = []byte(c)
-	if len(b) == 4 {
-		return netip.AddrFrom4([4]byte(b)).String()
+	if len(c) == 4 {
+		return netip.AddrFrom4([4]byte([]byte(c))).String()
 	}
-	e := Element{Key: b}
+	e := Element{Key: []byte(c)}
 	return e.text(&Set{Key: []SetType{TypeIPv4Addr, TypeInetProto, TypeInetService}})
 }
 

@@ -387,8 +387,6 @@ func makeTuple(ip netip.Addr, p Protocol, port uint16) tuple {
 	return t
 }
 
-func (t tuple) elem() Element { return Element{Key: append([]byte(nil), t[:]...)} }
-
 // slotKey writes "ip . proto . port . slot" into k (16 bytes).
 func slotKey(k []byte, t tuple, slot uint32) []byte {
 	copy(k, t[:])
