@@ -78,6 +78,18 @@ func fleetGen(t *rapid.T) Input {
 	}
 	docs = append(docs, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\nspec:\n  podSelector: {matchLabels: {app: a1}}\n"+
 		"  ingress: [{from: [{namespaceSelector: {matchLabels: {team: a}}}], ports: [{port: http}]}]\n")
+	policies := []string{
+		"  podSelector: {}\n",
+		"  podSelector: {matchExpressions: [{key: app, operator: In, values: [a0, a2]}]}\n  policyTypes: [Egress]\n" +
+			"  egress: [{to: [{ipBlock: {cidr: 198.18.0.0/15, except: [198.18.72.0/24]}}], ports: [{port: http}, {port: 53, protocol: UDP}]}]\n",
+		"  podSelector: {matchLabels: {app: a2}}\n  egress: [{to: [{podSelector: {matchLabels: {app: a3}}}], ports: [{port: http}, {port: 9000, endPort: 9010}]}]\n" +
+			"  ingress: [{from: [{podSelector: {}}, {namespaceSelector: {}}]}, {from: [{podSelector: {matchLabels: {app: none}}}]}]\n",
+	}
+	for i, p := range policies {
+		if rapid.Bool().Draw(t, fmt.Sprint("policy", i)) {
+			docs = append(docs, fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: q%d\n  namespace: %s\nspec:\n%s", i, ns.Draw(t, "policyns"), p))
+		}
+	}
 	d, err := render.Load(t.Context(), fstest.MapFS{"repo.yaml": {Data: []byte(strings.Join(docs, "\n---\n"))}}, render.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -376,4 +388,97 @@ func anyHealthy(in Input) bool {
 		}
 	}
 	return false
+}
+
+// TestPropertyAgentAccepts checks what an agent refuses a whole Network
+// for (nodes/agent's validateNetwork): IPv4 only, masked prefixes, no
+// route to the machine's own pods or twice to one CIDR, ports in range,
+// peers with addresses, held addresses once.
+func TestPropertyAgentAccepts(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		res, _ := Compute(fleetGen(t))
+		v4 := func(where string, a netip.Addr) {
+			if !a.IsValid() || !a.Is4() || a.IsUnspecified() {
+				t.Fatalf("%s: %s is not an IPv4 address", where, a)
+			}
+		}
+		prefix := func(where string, p netip.Prefix) {
+			if !p.IsValid() || !p.Addr().Is4() || p != p.Masked() {
+				t.Fatalf("%s: %s is not a masked IPv4 prefix", where, p)
+			}
+		}
+		port := func(where string, p int32) {
+			if p < 1 || p > 65535 {
+				t.Fatalf("%s: port %d", where, p)
+			}
+		}
+		for name, n := range res.Networks {
+			if n.Machine != name || n.Generation != 0 {
+				t.Fatalf("%s: machine %q generation %d", name, n.Machine, n.Generation)
+			}
+			if n.PodCIDR.IsValid() {
+				prefix(name+" podCIDR", n.PodCIDR)
+			}
+			for _, p := range append(append([]netip.Prefix{}, n.ClusterCIDRs...), n.ServiceCIDRs...) {
+				prefix(name+" cluster or service CIDR", p)
+			}
+			for _, a := range n.NodeIPs {
+				v4(name+" node IP", a)
+			}
+			dsts := map[netip.Prefix]bool{}
+			for _, r := range n.Routes {
+				prefix(name+" route", r.CIDR)
+				v4(name+" route via", r.Via)
+				if n.PodCIDR.IsValid() && r.CIDR.Overlaps(n.PodCIDR) || dsts[r.CIDR] {
+					t.Fatalf("%s: route to %s", name, r.CIDR)
+				}
+				dsts[r.CIDR] = true
+			}
+			seen := map[string]bool{}
+			for _, s := range n.Services {
+				key := s.Namespace + "/" + s.Name
+				if seen[key] {
+					t.Fatalf("%s: Service %s twice", name, key)
+				}
+				seen[key] = true
+				for _, a := range append(append([]netip.Addr{}, s.ClusterIPs...), s.LoadBalancerIPs...) {
+					v4(key, a)
+				}
+				for _, p := range s.Ports {
+					port(key, p.Port)
+				}
+				for _, e := range s.Endpoints {
+					v4(key+" endpoint", e.IP)
+					for _, p := range e.Ports {
+						port(key+" endpoint", p.Port)
+					}
+				}
+			}
+			for _, p := range n.Policies {
+				if len(p.Pods) == 0 {
+					t.Fatalf("%s: policy %s/%s selects no pod here", name, p.Namespace, p.Name)
+				}
+				for _, r := range append(append([]api.PolicyRule{}, p.IngressRules...), p.EgressRules...) {
+					for _, peer := range r.Peers {
+						if len(peer.IPs) == 0 && !peer.Block.IsValid() {
+							t.Fatalf("%s: policy %s: a peer with neither addresses nor block", name, p.Name)
+						}
+					}
+					for _, pp := range r.Ports {
+						if pp.Port < 0 || pp.Port > 65535 || pp.EndPort != 0 && (pp.Port == 0 || pp.EndPort < pp.Port) {
+							t.Fatalf("%s: policy %s: port %d-%d", name, p.Name, pp.Port, pp.EndPort)
+						}
+					}
+				}
+			}
+			held := map[netip.Addr]bool{}
+			for _, a := range n.HeldIPs {
+				v4(name+" held", a)
+				if held[a] {
+					t.Fatalf("%s: holds %s twice", name, a)
+				}
+				held[a] = true
+			}
+		}
+	})
 }
