@@ -92,6 +92,10 @@ func TestSetNetworkIdempotentAndPersisted(t *testing.T) {
 
 	// A new agent applies the persisted Network before anything else.
 	h.restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(app.generations()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // Run applies it as it starts
+	}
 	if got := app.generations(); len(got) != 2 || got[1] != 3 {
 		t.Errorf("after a restart applied %v, want [3 3]", got)
 	}
