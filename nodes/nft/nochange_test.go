@@ -57,7 +57,7 @@ func primed(tb testing.TB, d *Desired) *Syncer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.global, s.record = splitRecord(global)
+	s.global = global
 	return s
 }
 

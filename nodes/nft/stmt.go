@@ -51,7 +51,7 @@ func (f Field) load(reg uint32) expr.Any {
 	case L4Proto:
 		return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}
 	case CtOrigDaddr:
-		return ctOrigDaddr(reg) // only in rules written by writeChainRules
+		return ctOrigDaddr(reg)
 	case CtOrigDport:
 		return &expr.Ct{Register: reg, Key: expr.CtKeyPROTODST, Direction: 0}
 	default:

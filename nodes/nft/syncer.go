@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/google/nftables"
@@ -44,8 +43,9 @@ func (o Options) Validate() error {
 // instead. A Syncer is safe for concurrent use; Syncs are serialized.
 type Syncer struct {
 	log   *slog.Logger
-	conn  *nftables.Conn
-	table *nftables.Table
+	nl    *netlink.Conn   // batches
+	conn  *nftables.Conn  // reading the affinity map
+	table *nftables.Table // for conn
 	netns int
 
 	mu       sync.Mutex
@@ -59,12 +59,8 @@ type Syncer struct {
 	refs     map[feature]int // Services needing each table-wide feature
 	sizes    map[string]uint32
 	counts   map[string]int // elements in each sized set
-	// record is what the kernel's affinity-record chain holds (nil when
-	// unknown), written apart from the main batch (see rawrule.go).
-	record []Rule
-	sets   map[string]*nftables.Set
-	gen    uint64
-	last   SyncStats
+	gen      uint64
+	last     SyncStats
 }
 
 type svcState struct {
@@ -121,17 +117,23 @@ func NewSyncer(o Options) (*Syncer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	nl, err := dialNetlink(o.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("nftables syncer: %w", err)
+	}
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(sizeBuffers)}
 	if o.NetNS != 0 {
 		opts = append(opts, nftables.WithNetNSFd(o.NetNS))
 	}
 	conn, err := nftables.New(opts...)
 	if err != nil {
+		nl.Close()
 		return nil, fmt.Errorf("nftables syncer: open netlink: %w", err)
 	}
 	return &Syncer{
 		log:      o.Logger.With("component", "nft", "table", o.Table),
 		netns:    o.NetNS,
+		nl:       nl,
 		conn:     conn,
 		table:    &nftables.Table{Name: o.Table, Family: nftables.TableFamilyIPv4},
 		services: map[serviceKey]*svcState{},
@@ -139,6 +141,20 @@ func NewSyncer(o Options) (*Syncer, error) {
 		shared:   map[string]*sharedElem{},
 		refs:     map[feature]int{},
 	}, nil
+}
+
+// dialNetlink opens a netfilter netlink socket in the network namespace
+// (0: ours) with buffers sized for big batches.
+func dialNetlink(netns int) (*netlink.Conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netns})
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	if err := sizeBuffers(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 func sizeBuffers(c *netlink.Conn) error {
@@ -171,7 +187,7 @@ func sizeBuffers(c *netlink.Conn) error {
 func (s *Syncer) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.conn.CloseLasting()
+	return errors.Join(s.nl.Close(), s.conn.CloseLasting())
 }
 
 // LastSync reports what the last Sync did.
@@ -189,9 +205,10 @@ func (s *Syncer) Delete(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.synced = false
-	s.conn.AddTable(s.table)
-	s.conn.DelTable(s.table)
-	if err := s.conn.Flush(); err != nil {
+	b := newBatch(s.table.Name)
+	b.addTable() // so that deleting it cannot fail
+	b.delTable()
+	if err := s.send(b); err != nil {
 		return fmt.Errorf("delete table %s: %w", s.table.Name, err)
 	}
 	return nil
@@ -276,13 +293,10 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 		if !inc.p.full {
 			st.Compile = time.Since(start)
 			kstart := time.Now()
-			err = s.apply(inc.p, &st)
+			err = s.apply(newBatch(s.table.Name), inc.p, &st)
 			st.Kernel = time.Since(kstart)
 			if err == nil {
 				s.commit(inc, opts, changes)
-				if s.record == nil || !rulesEqual(s.record, inc.record) {
-					s.writeRecord(inc.record)
-				}
 				s.order = order
 				st.AffinityDeleted = s.forgetAffinity(changes)
 				s.finish(st)
@@ -312,42 +326,6 @@ type incremental struct {
 	refs    map[feature]int
 	shared  map[string]int // changed shared elements: their new counts
 	counts  map[string]int // elements in each sized set
-	record  []Rule
-}
-
-// splitRecord takes the affinity-record chain's rules out of a compiled
-// table-wide fragment: they go in a batch of their own.
-func splitRecord(g *fragment) (*fragment, []Rule) {
-	c := *g
-	c.chains = make([]*Chain, len(g.chains))
-	var record []Rule
-	for i, ch := range g.chains {
-		if ch.Name == chainAffinityRecord {
-			record = ch.Rules
-			ch = &Chain{Name: ch.Name, Base: ch.Base}
-		}
-		c.chains[i] = ch
-	}
-	if record == nil {
-		record = []Rule{}
-	}
-	return &c, record
-}
-
-// writeRecord fills the affinity-record chain, after a successful batch
-// that left it empty.
-func (s *Syncer) writeRecord(record []Rule) {
-	if len(record) == 0 {
-		s.record = record
-		return
-	}
-	if err := s.writeChainRules(chainAffinityRecord, record); err != nil {
-		// The next Sync tries again.
-		s.log.Warn("write affinity-record rules; sessionAffinity is not recorded", "err", firstError(err))
-		s.record = nil
-		return
-	}
-	s.record = record
 }
 
 // planIncremental diffs the mirror against the changes. It fails if two
@@ -406,15 +384,9 @@ func (s *Syncer) planIncremental(d *Desired, changes []change) (*incremental, er
 	if err != nil {
 		return nil, err
 	}
-	global, inc.record = splitRecord(global)
 	inc.global = global
 	p := newPlan(global)
 	p.diff(s.global, global)
-	if s.record == nil || !rulesEqual(s.record, inc.record) {
-		// Empty it in this batch (its rules may name sets that go);
-		// writeChainRules fills it after.
-		p.rewrite = append(p.rewrite, &Chain{Name: chainAffinityRecord})
-	}
 	for _, c := range changes {
 		var oldF, newF *fragment
 		if c.old != nil {
@@ -556,7 +528,6 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	if err != nil {
 		return err
 	}
-	global, record := splitRecord(global)
 	p := newPlan(global)
 	p.diff(nil, global)
 	for set, n := range counts {
@@ -571,11 +542,11 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	st.Compile = time.Since(start)
 	kstart := time.Now()
 	s.synced = false
-	s.sets = map[string]*nftables.Set{}
-	s.conn.AddTable(s.table)
-	s.conn.DelTable(s.table)
-	s.conn.AddTable(s.table)
-	err = s.apply(p, &st)
+	b := newBatch(s.table.Name)
+	b.addTable()
+	b.delTable()
+	b.addTable()
+	err = s.apply(b, p, &st)
 	st.Kernel = time.Since(kstart)
 	if err != nil {
 		return fmt.Errorf("rebuild table %s: %w", s.table.Name, err)
@@ -583,7 +554,6 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	s.services, s.order = all, order
 	s.global, s.opts, s.owners, s.shared, s.refs, s.synced = global, opts, owners, shared, refs, true
 	s.sizes, s.counts = ft.sizes, counts
-	s.writeRecord(record)
 	s.finish(st)
 	return nil
 }
@@ -623,10 +593,9 @@ func (s *Syncer) forgetAffinity(changes []change) int {
 	if len(stale) == 0 {
 		return 0
 	}
-	set := s.sets[mapAffinity]
-	if set == nil {
-		return 0
-	}
+	kt, _, _ := datatype([]SetType{TypeIPv4Addr, TypeIPv4Addr, TypeInetProto, TypeInetService})
+	dt, _, _ := datatype([]SetType{TypeIPv4Addr, TypeInetService})
+	set := &nftables.Set{Table: s.table, Name: mapAffinity, KeyType: kt, DataType: dt, IsMap: true, Concatenation: true}
 	for attempt := 0; ; attempt++ {
 		entries, err := s.conn.GetSetElements(set)
 		if err != nil {
@@ -645,115 +614,103 @@ func (s *Syncer) forgetAffinity(changes []change) int {
 		if len(del) == 0 {
 			return 0
 		}
-		l := &lowerer{table: s.table, conn: s.conn, sets: s.sets}
-		_, err = l.elements(mapAffinity, del, true)
-		if err == nil {
-			err = s.conn.Flush()
-		}
+		b := newBatch(s.table.Name)
+		b.elements(mapAffinity, del, true)
+		err = s.send(b)
 		if err == nil {
 			return len(del)
 		}
 		// An entry expired between reading and deleting: read again.
-		s.conn = s.reopen()
 		if attempt == 1 {
-			s.log.Warn("delete stale affinity entries", "err", firstError(err))
+			s.log.Warn("delete stale affinity entries", "err", err)
 			return 0
 		}
 	}
 }
 
-// apply queues the plan on the connection in an order the kernel accepts
-// within one transaction, and sends it as one batch.
-func (s *Syncer) apply(p *plan, st *SyncStats) (err error) {
-	defer func() {
-		if err != nil {
-			// Drop whatever is queued: the next batch starts clean.
-			s.conn = s.reopen()
-		}
-	}()
-	if s.sets == nil {
-		s.sets = map[string]*nftables.Set{}
-	}
-	l := &lowerer{table: s.table, conn: s.conn, sets: s.sets}
+// apply puts the plan in the batch, in an order the kernel accepts within
+// one transaction, and sends it.
+func (s *Syncer) apply(b *batch, p *plan, st *SyncStats) error {
 	// 1. New sets and chains, empty, so that anything may refer to them.
 	for _, set := range p.addSets {
-		if err := l.addSet(set); err != nil {
+		if err := b.addSet(set); err != nil {
 			return err
 		}
 	}
 	for _, c := range p.addChains {
-		s.conn.AddChain(l.chain(c))
+		b.addChain(c)
 	}
 	// 2. Elements that go, before the sets deleted below.
 	for _, set := range sortedKeys(p.delElems) {
-		if _, err := l.elements(set, p.delElems[set], true); err != nil {
-			return err
-		}
-		st.ElementsDeleted += len(p.delElems[set])
+		b.elements(set, p.delElems[set], true)
 	}
 	// 3. Interval sets are refilled whole.
 	for _, set := range sortedKeys(p.refill) {
 		if !p.newSet[set] {
-			ns, err := l.set(set)
-			if err != nil {
-				return err
-			}
-			s.conn.FlushSet(ns)
+			b.flushSet(set)
 		}
-		if _, err := l.elements(set, p.refill[set], false); err != nil {
-			return err
-		}
-		st.ElementsAdded += len(p.refill[set])
+		b.elements(set, p.refill[set], false)
 	}
 	// 4. Rules: changed chains are flushed and refilled, new ones filled.
 	for _, c := range p.rewrite {
-		s.conn.FlushChain(&nftables.Chain{Name: c.Name, Table: s.table})
+		b.chainOp(unix.NFT_MSG_DELRULE, c.Name, "flush chain")
 	}
 	for _, cs := range [][]*Chain{p.rewrite, p.addChains} {
 		for _, c := range cs {
-			if err := l.addRules(c); err != nil {
+			if err := b.addRules(c); err != nil {
 				return err
 			}
-			st.RulesAdded += len(c.Rules)
 		}
 	}
 	// 5. New elements.
 	for _, set := range sortedKeys(p.addElems) {
-		if _, err := l.elements(set, p.addElems[set], false); err != nil {
-			return err
-		}
-		st.ElementsAdded += len(p.addElems[set])
+		b.elements(set, p.addElems[set], false)
 	}
 	// 6. Chains that go: emptied first (they may refer to each other), then
 	// deleted; then the sets only they used.
 	for _, c := range p.delChains {
-		s.conn.FlushChain(&nftables.Chain{Name: c.Name, Table: s.table})
+		b.chainOp(unix.NFT_MSG_DELRULE, c.Name, "flush chain")
 	}
 	for _, c := range p.delChains {
-		s.conn.DelChain(&nftables.Chain{Name: c.Name, Table: s.table})
+		b.chainOp(unix.NFT_MSG_DELCHAIN, c.Name, "delete chain")
 	}
 	for _, set := range p.delSets {
-		ns, err := l.set(set.Name)
-		if err != nil {
-			return err
-		}
-		s.conn.DelSet(ns)
+		b.delSet(set.Name)
 	}
 	st.SetsAdded, st.SetsDeleted = len(p.addSets), len(p.delSets)
 	st.ChainsAdded, st.ChainsRewritten, st.ChainsDeleted = len(p.addChains), len(p.rewrite), len(p.delChains)
-	if err := s.conn.Flush(); err != nil {
-		for _, set := range p.addSets {
-			delete(s.sets, set.Name)
+	for _, cs := range [][]*Chain{p.rewrite, p.addChains} {
+		for _, c := range cs {
+			st.RulesAdded += len(c.Rules)
 		}
-		if errors.Is(err, syscall.ENOBUFS) {
-			return fmt.Errorf("send batch (acks lost; the batch may have been applied): %w", err)
-		}
-		return fmt.Errorf("send batch: %w", firstError(err))
 	}
-	for _, set := range p.delSets {
-		delete(s.sets, set.Name)
+	for _, m := range []map[string][]Element{p.addElems, p.refill} {
+		for _, es := range m {
+			st.ElementsAdded += len(es)
+		}
+	}
+	for _, es := range p.delElems {
+		st.ElementsDeleted += len(es)
+	}
+	if err := s.send(b); err != nil {
+		return fmt.Errorf("send batch: %w", err)
 	}
 	return nil
+}
+
+// send sends a batch; after a failure the socket is replaced, so that no
+// acknowledgement of it is read as one of the next batch.
+func (s *Syncer) send(b *batch) error {
+	err := b.send(s.nl)
+	if err != nil {
+		if nl, derr := dialNetlink(s.netns); derr != nil {
+			s.log.Error("reopen netlink connection", "err", derr)
+		} else {
+			s.nl.Close()
+			s.nl = nl
+		}
+	}
+	return err
 }
 
 // firstError shortens the kernel's answer to a failed batch: the library
@@ -780,21 +737,4 @@ func firstError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (and %d more errors)", leaves[0], len(leaves)-1)
-}
-
-// reopen replaces the connection after a failed batch, so that no half-queued
-// message survives into the next one.
-func (s *Syncer) reopen() *nftables.Conn {
-	old := s.conn
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(sizeBuffers)}
-	if old.NetNS != 0 {
-		opts = append(opts, nftables.WithNetNSFd(old.NetNS))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		s.log.Error("reopen netlink connection", "err", err)
-		return old
-	}
-	_ = old.CloseLasting()
-	return c
 }
