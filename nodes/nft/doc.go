@@ -7,10 +7,11 @@
 //
 // The work is split as STYLE.md item 5 asks: Compile turns a Desired state
 // into a Ruleset (a pure function, golden-tested, printed in the syntax
-// Debian's nft reads), and a Syncer writes rule sets into the kernel
-// through github.com/google/nftables, keeping a mirror of what it last
-// wrote so that each Sync compiles only the Services that changed and sends
-// the difference as one atomic batch. A full rebuild (delete the table and
+// Debian's nft reads), and a Syncer writes rule sets into the kernel,
+// keeping a mirror of what it last wrote so that each Sync compiles only
+// the Services that changed and sends the difference as one atomic batch.
+// The Syncer encodes its netlink batches itself (batch.go; expressions
+// through github.com/google/nftables/expr), straight into one buffer. A full rebuild (delete the table and
 // recreate it, in one batch) happens at the first Sync and after a failed
 // batch.
 //
@@ -26,6 +27,8 @@
 // additions and deletions; chains and rules change only when a count,
 // short-circuit list or affinity timeout comes into use or goes out of
 // use. sessionAffinity ClientIP is a dynamic map (client . Service address
-// : endpoint) filled after DNAT; entries naming an endpoint that went away
-// are deleted after the batch. Only IPv4 is programmed.
+// : endpoint, with the Service's timeout) that a filter chain after DNAT
+// fills and the services chain reads first; entries naming an endpoint
+// that went away are deleted after the batch that removed it. Only IPv4 is
+// programmed.
 package nft
