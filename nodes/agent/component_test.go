@@ -110,21 +110,31 @@ type agentEnv struct {
 
 func newAgentEnv(t *testing.T) *agentEnv {
 	testenv.RequireRoot(t)
-	cd := testenv.Containerd(t)
-	reg := testenv.EchoRegistry(t)
-	dir, err := os.MkdirTemp("", "berth-agent-")
+	e, _ := prepareAgentEnv(t, testenv.Containerd(t), testenv.EchoRegistry(t), "agent-", nil)
+	e.start()
+	return e
+}
+
+// prepareAgentEnv makes an agentEnv's containerd namespace name and
+// directories (and returns the directory holding them). When the test
+// ends, stop (e.stop when nil) stops the agent, then its pods and
+// directories are removed.
+func prepareAgentEnv(t *testing.T, cd *testenv.ContainerdDaemon, reg *testenv.RegistryDaemon, prefix string, stop func()) (*agentEnv, string) {
+	dir, err := os.MkdirTemp("", "berth-"+prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &agentEnv{t: t, cd: cd, reg: reg, ns: randomName("agent-"),
+	e := &agentEnv{t: t, cd: cd, reg: reg, ns: randomName(prefix),
 		stateDir: filepath.Join(dir, "agent"), rtDir: filepath.Join(dir, "rt"), logDir: filepath.Join(dir, "logs")}
+	if stop == nil {
+		stop = e.stop
+	}
 	t.Cleanup(func() {
-		e.stop()
+		stop()
 		cleanupRuntime(t, newContainerdRuntime(t, cd, reg, e.ns, e.rtDir))
 		os.RemoveAll(dir)
 	})
-	e.start()
-	return e
+	return e, dir
 }
 
 func (e *agentEnv) start() {

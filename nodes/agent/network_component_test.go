@@ -137,18 +137,9 @@ func newNetAgent(t *testing.T) *netAgent {
 // namespace and directories of its own; it is stopped and its pods
 // removed when the test ends.
 func startNetAgent(t *testing.T, cd *testenv.ContainerdDaemon, reg *testenv.RegistryDaemon, node, machine string) *netAgent {
-	dir, err := os.MkdirTemp("", "berth-net-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &agentEnv{t: t, cd: cd, reg: reg, ns: randomName("net-"),
-		stateDir: filepath.Join(dir, "agent"), rtDir: filepath.Join(dir, "rt"), logDir: filepath.Join(dir, "logs")}
-	a := &netAgent{t: t, e: e, node: node, machine: machine, netDir: filepath.Join(dir, "network")}
-	t.Cleanup(func() {
-		a.stop()
-		cleanupRuntime(t, newContainerdRuntime(t, cd, reg, e.ns, e.rtDir))
-		os.RemoveAll(dir)
-	})
+	a := &netAgent{t: t, node: node, machine: machine}
+	e, dir := prepareAgentEnv(t, cd, reg, "net-", func() { a.stop() })
+	a.e, a.netDir = e, filepath.Join(dir, "network")
 	a.start()
 	return a
 }
