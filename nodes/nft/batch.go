@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -41,6 +42,9 @@ func newBatch(table string) *batch {
 	b.control(unix.NFNL_MSG_BATCH_BEGIN)
 	return b
 }
+
+// grow makes room for n elements and some more messages.
+func (b *batch) grow(n int) { b.buf = slices.Grow(b.buf, 64*n+1<<16) }
 
 // control writes a batch begin or end message.
 func (b *batch) control(typ int) {

@@ -155,7 +155,7 @@ type fragment struct {
 	shared   []setElem
 	features []feature
 	claims   []string
-	orders   map[string][]netip.AddrPort
+	orders   []endpointOrder
 	affinity bool
 	buf      []byte // where the elements' keys and values are carved from
 }
@@ -510,7 +510,7 @@ func compileService(s *Service, o svcOptions, prev *fragment) (*fragment, error)
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	f := &fragment{orders: map[string][]netip.AddrPort{}, affinity: s.AffinityTimeout > 0}
+	f := &fragment{affinity: s.AffinityTimeout > 0}
 	var ips, lbIPs []netip.Addr
 	for _, ip := range s.ClusterIPs {
 		if ip.Is4() && !slices.Contains(ips, ip) {
@@ -535,7 +535,8 @@ func compileService(s *Service, o svcOptions, prev *fragment) (*fragment, error)
 		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.n, b.n))
 	})
 	f.features = slices.Compact(f.features)
-	for _, ip := range hairpin {
+	slices.SortFunc(hairpin, netip.Addr.Compare)
+	for _, ip := range slices.Compact(hairpin) {
 		a := ip.As4()
 		f.shared = append(f.shared, setElem{setHairpin, Element{Key: append(a[:], a[:]...)}})
 	}
@@ -546,8 +547,23 @@ func compileService(s *Service, o svcOptions, prev *fragment) (*fragment, error)
 // reach, in slot order.
 type endpointList []netip.AddrPort
 
+// endpointOrder is the slot order of one list of a Service's.
+type endpointOrder struct {
+	key orderKey
+	l   endpointList
+}
+
+type orderKey struct {
+	port  string // the Service port's name
+	local bool
+}
+
+func sortedUnique(l endpointList) endpointList {
+	slices.SortFunc(l, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(l)
+}
+
 func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Addr, o svcOptions, prev *fragment, hairpin []netip.Addr) []netip.Addr {
-	label := fmt.Sprintf("%s/%s:%s", s.Namespace, s.Name, p.Name)
 	nodePort := p.NodePort
 	if s.Type != NodePort && s.Type != LoadBalancer {
 		nodePort = 0
@@ -555,39 +571,39 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 
 	// Ready endpoints with this port.
 	var all, local endpointList
-	seen := map[netip.AddrPort]bool{}
 	for i := range s.Endpoints {
 		e := &s.Endpoints[i]
 		tp := e.port(p.Name)
-		ap := netip.AddrPortFrom(e.IP, tp)
-		if !e.Ready || tp == 0 || !e.IP.Is4() || seen[ap] {
+		if !e.Ready || tp == 0 || !e.IP.Is4() {
 			continue
 		}
-		seen[ap] = true
+		ap := netip.AddrPortFrom(e.IP, tp)
 		all = append(all, ap)
 		if e.Local {
 			local = append(local, ap)
-			if !slices.Contains(hairpin, e.IP) {
-				hairpin = append(hairpin, e.IP)
-			}
+			hairpin = append(hairpin, e.IP)
 		}
 	}
+	all, local = sortedUnique(all), sortedUnique(local)
 	if len(all) > maxEndpoints {
 		all, local = all[:maxEndpoints], local[:min(len(local), maxEndpoints)]
 	}
-	portKey := protoName(p.Protocol) + "/" + strconv.Itoa(int(p.Port)) + "/"
-	order := func(kind string, l endpointList) endpointList {
-		key := portKey + kind
-		var old []netip.AddrPort
+	order := func(isLocal bool, l endpointList) endpointList {
+		key := orderKey{p.Name, isLocal}
+		var old endpointList
 		if prev != nil {
-			old = prev.orders[key]
+			for _, o := range prev.orders {
+				if o.key == key {
+					old = o.l
+				}
+			}
 		}
 		l = stableOrder(l, old)
-		f.orders[key] = l
+		f.orders = append(f.orders, endpointOrder{key, l})
 		return l
 	}
-	all = order("all", all)
-	local = order("local", local)
+	all = order(false, all)
+	local = order(true, local)
 	internal, external := all, all
 	if s.InternalTrafficLocal {
 		internal = local
@@ -606,7 +622,7 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 	elem := func(t tuple) Element { return Element{Key: append(f.bytes(12)[:0], t[:]...)} }
 	noEndpoints := func(t tuple, set string) {
 		e := elem(t)
-		e.Comment = label
+		e.Comment = s.Namespace + "/" + s.Name + ":" + p.Name
 		f.elem(set, e)
 	}
 	affinity := func(t tuple) {

@@ -631,6 +631,13 @@ func (s *Syncer) forgetAffinity(changes []change) int {
 // apply puts the plan in the batch, in an order the kernel accepts within
 // one transaction, and sends it.
 func (s *Syncer) apply(b *batch, p *plan, st *SyncStats) error {
+	n := 0
+	for _, m := range []map[string][]Element{p.addElems, p.delElems, p.refill} {
+		for _, es := range m {
+			n += len(es)
+		}
+	}
+	b.grow(n)
 	// 1. New sets and chains, empty, so that anything may refer to them.
 	for _, set := range p.addSets {
 		if err := b.addSet(set); err != nil {
