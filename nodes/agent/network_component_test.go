@@ -376,6 +376,7 @@ func TestComponentPodNetwork(t *testing.T) {
 		}
 	})
 
+	var again api.Network // the Network after web-b was made again
 	t.Run("RemovedPodReturnsItsAddress", func(t *testing.T) {
 		alloc := filepath.Join(a.netDir, "cni", "ipam", cni.DefaultNetworkName, ipB.String())
 		if _, err := os.Stat(alloc); err != nil {
@@ -409,7 +410,7 @@ func TestComponentPodNetwork(t *testing.T) {
 		}
 		stB = a.e.waitPod("default/web-b", 60*time.Second, "ready with an address", readyWithIP)
 		ipB = netip.MustParseAddr(stB.PodIP)
-		again := withService
+		again = withService
 		again.Generation = 4
 		again.Services = []api.Service{withService.Services[0]}
 		again.Services[0].Endpoints = []api.Endpoint{{IP: ipB, Machine: "m1", Pod: "default/web-b", Ready: true, Ports: []api.EndpointPort{{Name: "http", Port: 8080}}}}
@@ -440,6 +441,39 @@ func TestComponentPodNetwork(t *testing.T) {
 		})
 		serviceWorks(t)
 		dnsWorks(t)
+	})
+
+	t.Run("NetworkPolicy", func(t *testing.T) {
+		if again.Generation == 0 {
+			t.Fatal("needs what RemovedPodReturnsItsAddress sets up")
+		}
+		ipB := again.Services[0].Endpoints[0].IP
+		reach := func(target string) bool {
+			code, out := a.exec("default/web-a", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 "+target+" | head -1")
+			return code == 0 && strings.Contains(out, "200 OK")
+		}
+		isolate := func(gen int64, rules ...api.PolicyRule) {
+			n := again
+			n.Generation = gen
+			n.Policies = []api.NetworkPolicy{{Namespace: "default", Name: "web-b", Pods: []netip.Addr{ipB}, Ingress: true, IngressRules: rules}}
+			if err := a.e.m.SetNetwork(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Ingress isolated with no rule: nothing reaches web-b, directly
+		// or through its Service.
+		isolate(5)
+		if reach(ipB.String() + " 8080") {
+			t.Error("web-a reached web-b despite a policy denying all ingress")
+		}
+		if reach(clusterIP.String() + " 80") {
+			t.Error("web-a reached web-b through the Service despite a policy denying all ingress")
+		}
+		// Allowed from web-a on 8080.
+		isolate(6, api.PolicyRule{Peers: []api.PolicyPeer{{IPs: []netip.Addr{ipA}}}, Ports: []api.PolicyPort{{Port: 8080}}})
+		if !reach(ipB.String()+" 8080") || !reach(clusterIP.String()+" 80") {
+			t.Error("web-a did not reach web-b though the policy allows it")
+		}
 	})
 }
 
