@@ -423,7 +423,11 @@ func (b *batch) send(c *netlink.Conn) error {
 			}
 			acked++
 			if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
-				errs = append(errs, fmt.Errorf("%s: %w", b.whatOf(m.Header.Seq), syscall.Errno(-code)))
+				what := b.whatOf(m.Header.Seq)
+				if msg := extAckMessage(m); msg != "" {
+					what += " (" + msg + ")"
+				}
+				errs = append(errs, fmt.Errorf("%s: %w", what, syscall.Errno(-code)))
 			}
 		}
 	}
@@ -431,6 +435,33 @@ func (b *batch) send(c *netlink.Conn) error {
 		return firstError(errors.Join(errs...))
 	}
 	return nil
+}
+
+// extAckMessage is the kernel's explanation in an error acknowledgement
+// (NLMSGERR_ATTR_MSG), on a socket with NETLINK_CAP_ACK and
+// NETLINK_EXT_ACK: after the error code, the failed message's header, then
+// attributes.
+func extAckMessage(m syscall.NetlinkMessage) string {
+	if m.Header.Flags&unix.NLM_F_ACK_TLVS == 0 || len(m.Data) < 4+nlmsgHeaderLen {
+		return ""
+	}
+	attrs := m.Data[4+nlmsgHeaderLen:]
+	for len(attrs) >= attrHeaderLen {
+		l := int(binary.NativeEndian.Uint16(attrs))
+		typ := binary.NativeEndian.Uint16(attrs[2:])
+		if l < attrHeaderLen || l > len(attrs) {
+			return ""
+		}
+		if typ == unix.NLMSGERR_ATTR_MSG {
+			v := attrs[attrHeaderLen:l]
+			for len(v) > 0 && v[len(v)-1] == 0 {
+				v = v[:len(v)-1]
+			}
+			return string(v)
+		}
+		attrs = attrs[(l+3)&^3:]
+	}
+	return ""
 }
 
 func (b *batch) whatOf(seq uint32) string {

@@ -154,6 +154,14 @@ func dialNetlink(netns int) (*netlink.Conn, error) {
 		c.Close()
 		return nil, err
 	}
+	// Errors without a copy of the failed message (a 500-element message
+	// is tens of kilobytes), with the kernel's explanation when it has one.
+	for _, o := range []netlink.ConnOption{netlink.CapAcknowledge, netlink.ExtendedAcknowledge} {
+		if err := c.SetOption(o, true); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("netlink socket: %w", err)
+		}
+	}
 	return c, nil
 }
 
