@@ -66,58 +66,54 @@ func (s *state) policies() map[string][]api.NetworkPolicy {
 				}
 			}
 		}
-		// Group the selected pods by machine, then by what their ingress
-		// rules resolve to.
+		tmpl := api.NetworkPolicy{Namespace: o.Namespace, Name: o.Name, Ingress: isolateIngress, Egress: isolateEgress, EgressRules: egress}
 		slices.SortStableFunc(selected, func(a, b *podInfo) int { return strings.Compare(a.machine, b.machine) })
 		for start := 0; start < len(selected); {
 			end := start
 			for end < len(selected) && selected[end].machine == selected[start].machine {
 				end++
 			}
-			local := selected[start:end]
+			m := selected[start].machine
+			out[m] = append(out[m], machinePolicy(tmpl, selected[start:end], ingress, named)...)
 			start = end
-			type group struct {
-				rules []api.PolicyRule
-				pods  []netip.Addr
-			}
-			var groups []*group
-			bySig := map[string]*group{}
-			for _, p := range local {
-				sig := ""
-				if named {
-					sig = portSignature(ingress, p)
-				}
-				g := bySig[sig]
-				if g == nil {
-					var rules []api.PolicyRule
-					if isolateIngress {
-						rules = resolveIngress(ingress, p)
-					}
-					g = &group{rules: rules}
-					bySig[sig] = g
-					groups = append(groups, g)
-				}
-				if !slices.Contains(g.pods, p.ip) {
-					g.pods = append(g.pods, p.ip)
-				}
-			}
-			for _, g := range groups {
-				slices.SortFunc(g.pods, netip.Addr.Compare)
-			}
-			slices.SortFunc(groups, func(a, b *group) int { return a.pods[0].Compare(b.pods[0]) })
-			for _, g := range groups {
-				out[local[0].machine] = append(out[local[0].machine], api.NetworkPolicy{
-					Namespace: o.Namespace, Name: o.Name, Pods: g.pods,
-					Ingress: isolateIngress, Egress: isolateEgress,
-					IngressRules: g.rules, EgressRules: egress,
-				})
-			}
 		}
 	}
 	for _, ps := range out {
 		slices.SortFunc(ps, func(a, b api.NetworkPolicy) int {
 			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), a.Pods[0].Compare(b.Pods[0]))
 		})
+	}
+	return out
+}
+
+// machinePolicy is a policy on one machine: tmpl with the machine's
+// selected pods and their ingress rules, as many entries as there are
+// groups of pods on which the rules' named ports mean the same numbers.
+func machinePolicy(tmpl api.NetworkPolicy, local []*podInfo, ingress []ingressRule, named bool) []api.NetworkPolicy {
+	var groups []*api.NetworkPolicy
+	bySig := map[string]*api.NetworkPolicy{}
+	for _, p := range local {
+		sig := ""
+		if named {
+			sig = portSignature(ingress, p)
+		}
+		g := bySig[sig]
+		if g == nil {
+			g = new(tmpl)
+			if tmpl.Ingress {
+				g.IngressRules = resolveIngress(ingress, p)
+			}
+			bySig[sig] = g
+			groups = append(groups, g)
+		}
+		if !slices.Contains(g.Pods, p.ip) {
+			g.Pods = append(g.Pods, p.ip)
+		}
+	}
+	out := make([]api.NetworkPolicy, 0, len(groups))
+	for _, g := range groups {
+		slices.SortFunc(g.Pods, netip.Addr.Compare)
+		out = append(out, *g)
 	}
 	return out
 }
