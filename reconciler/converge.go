@@ -60,6 +60,8 @@ type Converge struct {
 	// error ends Run with nothing sent (berth apply: the pass must send
 	// what the saved plan says).
 	Verify func(p *live.Pass) error
+
+	resolver *machineResolver // made on first use
 }
 
 // Result is where Converge stopped.

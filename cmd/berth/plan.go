@@ -150,7 +150,7 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}
-	nr, err := reconciler.Networks(d, obs, p, nil)
+	nr, err := reconciler.Networks(d, obs, p, nil, reconciler.ResolveMachines(ctx, d))
 	if err != nil {
 		return fail(e, "plan: %v", err)
 	}
