@@ -728,9 +728,9 @@ func (s *Syncer) send(b *batch) error {
 	return err
 }
 
-// firstError shortens the kernel's answer to a failed batch: the library
-// joins (and nests) one error per message that failed, and they are usually
-// one cause repeated.
+// firstError shortens the kernel's answer to a failed batch: one error per
+// message that failed, joined (and maybe nested), usually one cause
+// repeated.
 func firstError(err error) error {
 	var leaves []error
 	var walk func(error)
