@@ -152,6 +152,11 @@ type Manager struct {
 	relist chan struct{} // Run: list the runtime now
 	done   chan struct{} // closed when Run returns
 
+	// nodeIP is the first of the Network's NodeIPs ("" for none): the
+	// address of hostNetwork pods, as the kubelet reports it. Atomic, as
+	// statuses are computed under the workers' locks.
+	nodeIP atomic.Pointer[string]
+
 	// busy counts work queued or in progress (pokes, relists, probes),
 	// so that tests can wait until the manager has settled.
 	busy atomic.Int64
@@ -192,6 +197,7 @@ func New(opts Options) (*Manager, error) {
 		done:          make(chan struct{}),
 	}
 	m.started = m.clock.Now()
+	m.setNodeIP(pn.Network)
 	m.runProbe = defaultRunProbe
 	m.prober = newProber(m)
 	m.metrics.pods = m.podPhases

@@ -102,6 +102,7 @@ func (m *Manager) SetNetwork(ctx context.Context, n api.Network) error {
 		m.mu.Lock()
 		m.net = netState{persisted: next, digest: digest}
 		m.mu.Unlock()
+		m.setNodeIP(n)
 		m.log.Info("network set", "generation", n.Generation, "digest", digest[:12], "services", len(n.Services), "routes", len(n.Routes))
 	}
 	return m.applyNetwork(ctx)
@@ -160,6 +161,29 @@ func (m *Manager) Network(ctx context.Context) (api.Network, error) {
 		return api.Network{}, nil
 	}
 	return m.net.persisted.Network, nil
+}
+
+func (m *Manager) setNodeIP(n api.Network) {
+	ip := ""
+	if len(n.NodeIPs) > 0 {
+		ip = n.NodeIPs[0].String()
+	}
+	m.nodeIP.Store(&ip)
+}
+
+// podIP is the address a pod's status reports: its sandbox's first pod
+// network address, or the machine's with hostNetwork.
+func (m *Manager) podIP(pod *api.Pod, sb Sandbox) string {
+	if pod != nil && pod.Spec.HostNetwork {
+		if ip := m.nodeIP.Load(); ip != nil {
+			return *ip
+		}
+		return ""
+	}
+	if len(sb.PodIPs) == 0 {
+		return ""
+	}
+	return sb.PodIPs[0]
 }
 
 // networkStatus is NodeInfo.Network (m.mu held).

@@ -194,3 +194,21 @@ func TestNetworkAppliersRunAllAndJoinErrors(t *testing.T) {
 		t.Errorf("applied: %v, %v; want every applier to run", ok.generations(), last.generations())
 	}
 }
+
+func TestHostNetworkPodReportsTheNodeIP(t *testing.T) {
+	h := newHarness(t)
+	n := testNetwork(1)
+	n.NodeIPs = []netip.Addr{netip.MustParseAddr("198.18.0.11")}
+	if err := h.m.SetNetwork(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	host := mkPod("host", ctr("app"))
+	host.Spec.HostNetwork = true
+	h.set(1, host, mkPod("web", ctr("app")))
+	if got := h.pod("default/host").PodIP; got != "198.18.0.11" {
+		t.Errorf("hostNetwork pod's IP %q, want the node's", got)
+	}
+	if got := h.pod("default/web").PodIP; got != "" {
+		t.Errorf("pod without a pod network address reports %q", got)
+	}
+}

@@ -1023,18 +1023,10 @@ func (w *podWorker) viewLocked(desired *api.Pod, now time.Time) podView {
 		Reason:     w.podReason, Message: w.podMsg,
 		StartedAt:  w.startedAt[desired.UID],
 		OldSandbox: w.oldSandbox,
-		PodIP:      firstIP(w.sandboxes[desired.UID]),
+		PodIP:      w.m.podIP(desired, w.sandboxes[desired.UID]),
 		Probes:     w.m.prober.viewFunc(),
 		Now:        now,
 	}
-}
-
-// firstIP is the pod's address as PodStatus reports it.
-func firstIP(sb Sandbox) string {
-	if len(sb.PodIPs) == 0 {
-		return ""
-	}
-	return sb.PodIPs[0]
 }
 
 // statuses are the statuses of this key: incarnations being stopped
@@ -1081,7 +1073,7 @@ func (w *podWorker) statuses(now time.Time) []api.PodStatus {
 		}
 		st := computeStatus(podView{
 			Pod: spec, UID: k.uid, Hash: k.hash, Containers: seen[k],
-			Terminating: true, StartedAt: w.startedAt[k.uid], Now: now, PodIP: firstIP(w.sandboxes[k.uid]),
+			Terminating: true, StartedAt: w.startedAt[k.uid], Now: now, PodIP: w.m.podIP(spec, w.sandboxes[k.uid]),
 			Probes: w.m.prober.viewFunc(),
 		})
 		st.Ready = false
