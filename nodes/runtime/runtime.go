@@ -1,6 +1,7 @@
 // Package runtime implements the node agent's container runtime
 // (agent.Runtime) on containerd: images pulled through the machine's
 // registry configuration, pod sandboxes (a bind-mounted network namespace,
+// attached to the machine's pod network through CNI once one is set,
 // shared IPC and UTS namespaces, the pod's directory and /etc files),
 // containers built from Kubernetes container specs, their logs (through the
 // berth binary as containerd's log driver), exec, and their statuses.
