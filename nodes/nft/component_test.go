@@ -189,6 +189,21 @@ func TestSessionAffinity(t *testing.T) {
 	if out := l.router.nft(t, "list", "map", "ip", "berth-test", "affinity"); !strings.Contains(out, "198.18.64.2 . 198.19.0.10 . tcp . 80 timeout") {
 		t.Errorf("the client is not in the affinity map:\n%s", out)
 	}
+	// Debian's nft reads all of it, affinity rules included.
+	if out := l.router.nft(t, "list", "ruleset"); !strings.Contains(out, "update @affinity { ip saddr . ct original ip daddr") {
+		t.Errorf("nft list ruleset:\n%s", out)
+	}
+	// nft 1.0.6 has no JSON form for "update @map { key : value }": it
+	// warns on stderr and gives the statement as a string.
+	var lines []string
+	for _, line := range strings.Split(l.router.nft(t, "-j", "list", "ruleset"), "\n") {
+		if !strings.HasPrefix(line, "warning: stmt ops map have no json callback") {
+			lines = append(lines, line)
+		}
+	}
+	if out := strings.Join(lines, "\n"); !json.Valid([]byte(out)) {
+		t.Errorf("nft -j list ruleset is not JSON:\n%s", out)
+	}
 	// The endpoint the client sticks to goes away: its affinity entry
 	// goes with it, and the client reaches the other one.
 	var stuck, other Endpoint
