@@ -154,8 +154,10 @@ func serveAgent(ctx context.Context, cfg agentConfig) error {
 		return err
 	}
 	defer netw.Close()
+	ing := network.NewIngress(cfg.log)
+	defer ing.Close()
 	m, err := agent.New(agent.Options{
-		Network:      netw,
+		Network:      agent.NetworkAppliers{netw, ing},
 		RuncVersion:  runcVersion,
 		Runtime:      rt,
 		StateDir:     cfg.stateDir,
