@@ -37,8 +37,9 @@ const (
 	attrHeaderLen  = 4
 )
 
-func newBatch(table string) *batch {
-	b := &batch{table: table, sets: map[string]uint32{}}
+// newBatch starts a batch in buf (which it may reuse).
+func newBatch(table string, buf []byte) *batch {
+	b := &batch{table: table, sets: map[string]uint32{}, buf: buf[:0]}
 	b.control(unix.NFNL_MSG_BATCH_BEGIN)
 	return b
 }

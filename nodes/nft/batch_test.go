@@ -12,7 +12,7 @@ import (
 func TestBatchErrorNamesTheMessage(t *testing.T) {
 	ns := newNetns(t, "batch")
 	s := ns.syncer(t)
-	b := newBatch("berth-test")
+	b := newBatch("berth-test", nil)
 	b.addTable()
 	if err := b.addSet(&Set{Name: "ok", Key: []SetType{TypeIPv4Addr}}); err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func TestBatchErrorNamesTheMessage(t *testing.T) {
 		t.Errorf("a refused batch left a table:\n%s", out)
 	}
 	// The connection was replaced and works.
-	b = newBatch("berth-test")
+	b = newBatch("berth-test", nil)
 	b.addTable()
 	if err := s.send(b); err != nil {
 		t.Fatal(err)

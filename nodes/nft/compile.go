@@ -641,6 +641,9 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 		}
 	}
 	f.elems = slices.Grow(f.elems, len(ips)*(2+len(internal))+len(ext)*(3+len(all)+len(external)))
+	if need := len(ips)*(3*12+24*len(internal)) + len(ext)*(4*12+24*(len(all)+len(external))); cap(f.buf)-len(f.buf) < need {
+		f.buf = make([]byte, 0, need)
+	}
 	for _, ip := range ips {
 		t := makeTuple(ip, p.Protocol, p.Port)
 		f.claims = append(f.claims, string(t[:]))
@@ -682,11 +685,10 @@ func compilePort(f *fragment, s *Service, p *ServicePort, ips, lbIPs []netip.Add
 // affinitySeconds is the affinity timeout in whole seconds, at least 1.
 func affinitySeconds(d time.Duration) int64 { return max(int64(d/time.Second), 1) }
 
-// stableOrder orders l: sorted, unless old has as many endpoints, in which
-// case those still in l keep their old places and the new ones take the
-// freed places, in sorted order.
-func stableOrder(l endpointList, old []netip.AddrPort) endpointList {
-	slices.SortFunc(l, func(a, b netip.AddrPort) int { return a.Compare(b) })
+// stableOrder orders l, which is sorted: as it is, unless old has as many
+// endpoints, in which case those still in l keep their old places and the
+// new ones take the freed places, in sorted order.
+func stableOrder(l endpointList, old endpointList) endpointList {
 	if len(old) != len(l) || len(l) == 0 {
 		return l
 	}

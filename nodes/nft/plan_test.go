@@ -108,7 +108,7 @@ func TestStableOrder(t *testing.T) {
 		{"count changed", endpointList{a, d}, endpointList{c, b, a}, endpointList{a, d}},
 		{"all replaced", endpointList{d, c}, endpointList{b, a}, endpointList{c, d}},
 	} {
-		if got := stableOrder(x.l, x.old); !sliceEqual(got, x.want) {
+		if got := stableOrder(sortedUnique(x.l), x.old); !sliceEqual(got, x.want) {
 			t.Errorf("%s: %v, want %v", x.name, got, x.want)
 		}
 	}

@@ -61,6 +61,7 @@ type Syncer struct {
 	counts   map[string]int // elements in each sized set
 	gen      uint64
 	last     SyncStats
+	buf      []byte // the last batch's buffer, reused
 }
 
 type svcState struct {
@@ -213,7 +214,7 @@ func (s *Syncer) Delete(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.synced = false
-	b := newBatch(s.table.Name)
+	b := newBatch(s.table.Name, nil)
 	b.addTable() // so that deleting it cannot fail
 	b.delTable()
 	if err := s.send(b); err != nil {
@@ -244,7 +245,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 	s.gen++
 	gen := s.gen
 	var changes []change
-	fresh := map[serviceKey]bool{}
+	fresh := make(map[serviceKey]bool, max(len(d.Services)-len(s.services), 0))
 	// The caller usually passes its services in the same order each time:
 	// look at the same position of the last Sync first, and only then in
 	// the map.
@@ -301,7 +302,7 @@ func (s *Syncer) Sync(ctx context.Context, d *Desired) error {
 		if !inc.p.full {
 			st.Compile = time.Since(start)
 			kstart := time.Now()
-			err = s.apply(newBatch(s.table.Name), inc.p, &st)
+			err = s.apply(newBatch(s.table.Name, s.buf), inc.p, &st)
 			st.Kernel = time.Since(kstart)
 			if err == nil {
 				s.commit(inc, opts, changes)
@@ -500,7 +501,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 			all[c.key] = c.new
 		}
 	}
-	owners := make(map[string]serviceKey, len(all))
+	owners := make(map[string]serviceKey, 2*len(all))
 	refs := map[feature]int{}
 	shared := map[string]*sharedElem{}
 	for k, v := range all {
@@ -550,7 +551,7 @@ func (s *Syncer) rebuild(d *Desired, opts svcOptions, changes []change, order []
 	st.Compile = time.Since(start)
 	kstart := time.Now()
 	s.synced = false
-	b := newBatch(s.table.Name)
+	b := newBatch(s.table.Name, s.buf)
 	b.addTable()
 	b.delTable()
 	b.addTable()
@@ -622,7 +623,7 @@ func (s *Syncer) forgetAffinity(changes []change) int {
 		if len(del) == 0 {
 			return 0
 		}
-		b := newBatch(s.table.Name)
+		b := newBatch(s.table.Name, nil)
 		b.elements(mapAffinity, del, true)
 		err = s.send(b)
 		if err == nil {
@@ -707,7 +708,9 @@ func (s *Syncer) apply(b *batch, p *plan, st *SyncStats) error {
 	for _, es := range p.delElems {
 		st.ElementsDeleted += len(es)
 	}
-	if err := s.send(b); err != nil {
+	err := s.send(b)
+	s.buf = b.buf
+	if err != nil {
 		return fmt.Errorf("send batch: %w", err)
 	}
 	return nil
