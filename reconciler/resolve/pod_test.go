@@ -254,3 +254,23 @@ func TestSeed(t *testing.T) {
 		t.Error("nginx-pod: DB_PASSWORD is not db-secret's password")
 	}
 }
+
+// dnsPolicy reaches the agent, except the default ClusterFirst (omitted).
+func TestPodDNSPolicy(t *testing.T) {
+	for policy, want := range map[corev1.DNSPolicy]corev1.DNSPolicy{
+		corev1.DNSClusterFirst:            "",
+		corev1.DNSDefault:                 corev1.DNSDefault,
+		corev1.DNSNone:                    corev1.DNSNone,
+		corev1.DNSClusterFirstWithHostNet: corev1.DNSClusterFirstWithHostNet,
+	} {
+		spec := oneContainer(corev1.Container{Name: "c", Image: "example/c:1"})
+		spec.DNSPolicy = policy
+		res, err := Pod(testInput(spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Pod.Spec.DNSPolicy != want {
+			t.Errorf("dnsPolicy %s reached the agent as %q, want %q", policy, res.Pod.Spec.DNSPolicy, want)
+		}
+	}
+}

@@ -127,6 +127,10 @@ func Pod(in *Input) (Result, error) {
 			DNSConfig:                     s.DNSConfig.DeepCopy(),
 		},
 	}
+	if s.DNSPolicy != corev1.DNSClusterFirst {
+		// Omitted is ClusterFirst, the default: sets stay as they were.
+		out.Spec.DNSPolicy = s.DNSPolicy
+	}
 	out.Spec.InitContainers = r.containers("init container", s.InitContainers, s)
 	out.Spec.Containers = r.containers("container", s.Containers, s)
 	out.Spec.Volumes = r.volumes(s)
