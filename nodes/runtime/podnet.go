@@ -33,6 +33,16 @@ type PodNetwork struct {
 // sandbox any more (an agent that died between ADD and its record, or
 // before a DEL) are collected first.
 func (r *Runtime) SetPodNetwork(ctx context.Context, pn PodNetwork) error {
+	// The agent sets the pod network with every Network it applies, and
+	// mostly it has not changed: taking the write lock then would wait for
+	// every sandbox being made (CNI ADD, ~100-300 ms) and hold up the next
+	// ones behind it, in the middle of a rollout.
+	r.netMu.RLock()
+	same := r.podNet == pn
+	r.netMu.RUnlock()
+	if same {
+		return nil
+	}
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
 	if pn.CNI != nil && pn.CNI != r.podNet.CNI {
