@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"berth.dev/berth/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -17,44 +17,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // assertGolden compares got with testdata/name, or rewrites it with -update.
 func assertGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (run with -update to accept):\n%s", name, lineDiff(string(want), got))
-	}
-}
-
-// lineDiff lists the lines only in want (-) and only in got (+).
-func lineDiff(want, got string) string {
-	in := func(s string) map[string]int {
-		m := map[string]int{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l]++
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var b strings.Builder
-	for _, l := range strings.Split(want, "\n") {
-		if g[l] == 0 {
-			b.WriteString("- " + l + "\n")
-		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if w[l] == 0 {
-			b.WriteString("+ " + l + "\n")
-		}
-	}
-	return b.String()
+	golden.Check(t, name, got, *update)
 }
 
 func addr(s string) netip.Addr     { return netip.MustParseAddr(s) }
@@ -173,7 +136,7 @@ func TestCompileOrderIndependent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ra.String() != rb.String() {
-		t.Errorf("the order of services and endpoints changed the rule set:\n%s", lineDiff(ra.String(), rb.String()))
+		t.Errorf("the order of services and endpoints changed the rule set:\n%s", golden.Diff(ra.String(), rb.String()))
 	}
 	if ra.Table != DefaultTable {
 		t.Errorf("table = %q, want %q", ra.Table, DefaultTable)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	goldenfile "berth.dev/berth/internal/golden"
 )
 
 // fleetInput is testdata/fleet with pods on every machine: m1 and m2
@@ -56,7 +58,7 @@ func TestGoldenFleet(t *testing.T) {
 	second := compute(t, fleetInput(t, first.Memory))
 	got := dump(t, second)
 	if d := dump(t, first); d != got {
-		t.Errorf("a second pass with the first one's memory differs:\n%s", lineDiff(d, got))
+		t.Errorf("a second pass with the first one's memory differs:\n%s", goldenfile.Diff(d, got))
 	}
 	golden(t, "fleet.golden.json", got)
 }

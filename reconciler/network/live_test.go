@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	goldenfile "berth.dev/berth/internal/golden"
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/reconciler/live"
 	"berth.dev/berth/render"
@@ -74,7 +75,7 @@ func TestGoldenQuickstart(t *testing.T) {
 	// pass's remembered templates give the same named ports.
 	again := compute(t, Input{Desired: d, Machines: FromLive(observed, second, nil), Memory: mem})
 	if !reflect.DeepEqual(res.Networks, again.Networks) {
-		t.Errorf("FromLive without the last sets gives other Networks:\n%s", lineDiff(dump(t, res), dump(t, again)))
+		t.Errorf("FromLive without the last sets gives other Networks:\n%s", goldenfile.Diff(dump(t, res), dump(t, again)))
 	}
 	for _, s := range res.Networks["lab1"].Services {
 		for _, e := range s.Endpoints {
