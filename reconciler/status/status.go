@@ -9,6 +9,7 @@ package status
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"berth.dev/berth/nodes/api"
 	"berth.dev/berth/reconciler/live"
+	"berth.dev/berth/reconciler/network"
 	"berth.dev/berth/reconciler/workload"
 )
 
@@ -155,8 +157,19 @@ func Build(in Input) (*Status, error) {
 		}
 		s.Files[MemoryFile] = append(b, '\n')
 	}
+	var podCIDRs map[string]netip.Prefix
+	if mem != nil && len(mem.Network) > 0 {
+		var nm network.Memory
+		if json.Unmarshal(mem.Network, &nm) == nil {
+			podCIDRs = nm.PodCIDRs
+		}
+	}
 	for _, o := range in.Observed {
-		b, err := YAML(machineFileOf(o))
+		mf := machineFileOf(o)
+		if p, ok := podCIDRs[o.Machine]; ok {
+			mf.PodCIDR = p.String()
+		}
+		b, err := YAML(mf)
 		if err != nil {
 			return nil, err
 		}
@@ -226,19 +239,24 @@ func objectPath(o workload.Owner) string {
 }
 
 type machineFile struct {
-	Name          string    `json:"name"`
-	Reachable     bool      `json:"reachable"`
-	Error         string    `json:"error,omitempty"`
-	AgentVersion  string    `json:"agentVersion,omitempty"`
-	Containerd    string    `json:"containerd,omitempty"`
-	RuntimeError  string    `json:"runtimeError,omitempty"`
-	Generation    int64     `json:"generation,omitempty"`
-	DesiredDigest string    `json:"desiredDigest,omitempty"`
-	Pods          []podLine `json:"pods,omitempty"`
+	Name          string `json:"name"`
+	Reachable     bool   `json:"reachable"`
+	Error         string `json:"error,omitempty"`
+	AgentVersion  string `json:"agentVersion,omitempty"`
+	Containerd    string `json:"containerd,omitempty"`
+	RuntimeError  string `json:"runtimeError,omitempty"`
+	Generation    int64  `json:"generation,omitempty"`
+	DesiredDigest string `json:"desiredDigest,omitempty"`
+	// PodCIDR is the machine's pod CIDR, as given or allocated.
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// Network is the Network the agent holds, and why it did not apply.
+	Network *api.NetworkStatus `json:"network,omitempty"`
+	Pods    []podLine          `json:"pods,omitempty"`
 }
 
 type podLine struct {
 	Name     string `json:"name"` // namespace/name
+	IP       string `json:"ip,omitempty"`
 	Phase    string `json:"phase"`
 	Ready    bool   `json:"ready"`
 	Restarts int32  `json:"restarts,omitempty"`
@@ -253,6 +271,10 @@ func machineFileOf(o live.Observed) machineFile {
 	n := o.Node
 	m.AgentVersion, m.Containerd, m.RuntimeError = n.AgentVersion, n.ContainerdVersion, n.RuntimeError
 	m.Generation, m.DesiredDigest = n.Generation, n.DesiredDigest
+	if n.Network.Generation > 0 || n.Network.Error != "" {
+		ns := n.Network
+		m.Network = &ns
+	}
 	for _, ps := range o.Pods {
 		m.Pods = append(m.Pods, podLineOf(ps))
 	}
@@ -261,7 +283,7 @@ func machineFileOf(o live.Observed) machineFile {
 }
 
 func podLineOf(ps api.PodStatus) podLine {
-	l := podLine{Name: ps.Namespace + "/" + ps.Name, Phase: string(ps.Phase), Ready: ps.Ready, Reason: ps.Reason}
+	l := podLine{Name: ps.Namespace + "/" + ps.Name, IP: ps.PodIP, Phase: string(ps.Phase), Ready: ps.Ready, Reason: ps.Reason}
 	for _, c := range ps.ContainerStatuses {
 		l.Restarts += c.RestartCount
 		if w := c.State.Waiting; w != nil && w.Reason != "" && l.Reason == "" {

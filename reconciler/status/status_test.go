@@ -108,3 +108,25 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+// A machine's file says its pod CIDR (from the network allocations in the
+// memory), its Network and its pods' addresses.
+func TestBuildMachineNetwork(t *testing.T) {
+	p, obs := pass(true, 3)
+	p.Memory.Network = []byte(`{"podCIDRs":{"lab1":"198.18.64.0/24"}}`)
+	obs[0].Node.Network = api.NetworkStatus{Generation: 7, Digest: "abc", Error: "services: table full"}
+	obs[0].Pods[0].PodIP = "198.18.64.5"
+	s, err := Build(Input{Commit: "3f2a1c9e0000000000000000000000000000beef", Pass: p, Observed: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := string(s.Files["machines/lab1.yaml"])
+	for _, want := range []string{"podCIDR: 198.18.64.0/24", "ip: 198.18.64.5", "generation: 7", "error: 'services: table full'"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("machines/lab1.yaml has no %q:\n%s", want, m)
+		}
+	}
+	if strings.Contains(string(s.Files["machines/lab2.yaml"]), "podCIDR") {
+		t.Error("lab2 has a pod CIDR it was not given")
+	}
+}
