@@ -44,7 +44,7 @@ demo: deps build
 	. $(LAB)/lab.env && ./$(BIN) machines bootstrap && ./$(BIN) machines status
 	. $(LAB)/lab.env && ./$(BIN) plan
 	. $(LAB)/lab.env && ./$(BIN) reconcile --once --timeout 5m
-	. $(LAB)/lab.env && ./$(BIN) get pods -o wide && ./$(BIN) get deployments && ./$(BIN) status
+	. $(LAB)/lab.env && ./$(BIN) get pods -o wide && ./$(BIN) get svc && ./$(BIN) get deployments && ./$(BIN) status
 
 clean:
 	rm -rf bin
