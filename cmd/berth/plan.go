@@ -155,6 +155,9 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 		return fail(e, "plan: %v", err)
 	}
 	netSends := reconciler.NetworkSends(obs, nr)
+	if len(netSends) > 0 {
+		p.Converged = false // the machines are told something: not "no changes"
+	}
 	if out != "" {
 		repoRec := repoArg
 		if !gitsource.IsURL(repoArg) {
