@@ -7,12 +7,12 @@ import (
 	"flag"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"berth.dev/berth/internal/golden"
 	"berth.dev/berth/render"
 )
 
@@ -22,20 +22,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // -update.
 func assertGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./reconciler -run Golden -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s differs (-want +got; run with -update if the change is intended):\n%s", path, d)
-	}
+	golden.Check(t, name, string(got), *update)
 }
 
 func loadDir(t *testing.T, dir string) *render.Desired {
