@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,7 +175,10 @@ func planLive(ctx context.Context, e *env, repoArg, rev, sshKey, knownHosts, out
 	case "json":
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		err = enc.Encode(p)
+		err = enc.Encode(struct {
+			*live.Pass
+			Networks []networkSend `json:"networks,omitempty"`
+		}{p, networkSendsOf(netSends)})
 	case "markdown":
 		fmt.Fprintf(e.stdout, "### berth plan: %s against the machines\n\n```\n", short(r.Commit))
 		err = live.WriteText(e.stdout, p, false)
@@ -219,27 +223,53 @@ func writeFileAtomic(path string, v any) error {
 	return os.Rename(f.Name(), path)
 }
 
-// writeNetworkSends says which machines would be handed a new Network, and
-// what it holds.
-func writeNetworkSends(e *env, sends map[string]api.Network) {
+// networkSend summarises a Network a plan would send (no Secret data: the
+// Ingress's certificates stay out).
+type networkSend struct {
+	Machine        string       `json:"machine"`
+	Generation     int64        `json:"generation"`
+	PodCIDR        netip.Prefix `json:"podCIDR"`
+	Services       int          `json:"services"`
+	ReadyEndpoints int          `json:"readyEndpoints"`
+	Routes         int          `json:"routes"`
+	Policies       int          `json:"policies"`
+	IngressRules   int          `json:"ingressRules,omitempty"`
+	HeldIPs        []netip.Addr `json:"heldIPs,omitempty"`
+}
+
+func networkSendsOf(sends map[string]api.Network) []networkSend {
+	var out []networkSend
 	for _, m := range slices.Sorted(maps.Keys(sends)) {
 		n := sends[m]
-		ready := 0
+		ns := networkSend{Machine: m, Generation: n.Generation, PodCIDR: n.PodCIDR, Services: len(n.Services),
+			Routes: len(n.Routes), Policies: len(n.Policies), HeldIPs: n.HeldIPs}
 		for _, s := range n.Services {
 			for _, ep := range s.Endpoints {
 				if ep.Ready && !ep.Terminating {
-					ready++
+					ns.ReadyEndpoints++
 				}
 			}
 		}
-		extra := ""
 		if n.Ingress != nil {
-			extra += fmt.Sprintf(", ingress (%d rules)", len(n.Ingress.Rules))
+			ns.IngressRules = len(n.Ingress.Rules)
+		}
+		out = append(out, ns)
+	}
+	return out
+}
+
+// writeNetworkSends says which machines would be handed a new Network, and
+// what it holds.
+func writeNetworkSends(e *env, sends map[string]api.Network) {
+	for _, n := range networkSendsOf(sends) {
+		extra := ""
+		if n.IngressRules > 0 {
+			extra += fmt.Sprintf(", ingress (%d rules)", n.IngressRules)
 		}
 		if len(n.HeldIPs) > 0 {
 			extra += fmt.Sprintf(", holds %v", n.HeldIPs)
 		}
 		fmt.Fprintf(e.stdout, "%s  ~ network  pod CIDR %s, %d Services with %d ready endpoints, %d routes, %d policies%s\n",
-			m, n.PodCIDR, len(n.Services), ready, len(n.Routes), len(n.Policies), extra)
+			n.Machine, n.PodCIDR, n.Services, n.ReadyEndpoints, n.Routes, n.Policies, extra)
 	}
 }
