@@ -67,15 +67,20 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 	}
 
 	var (
-		desired   *render.Desired
-		current   string // the commit being applied
-		failed    string // the last commit that did not apply
-		pending   string // the newest commit seen, not yet loaded
-		last      = map[string]*api.DesiredPods{}
-		res       = &Result{}
-		outcome   string
-		written   time.Time
-		loadRetry <-chan time.Time
+		desired *render.Desired
+		current string // the commit being applied
+		failed  string // the last commit that did not apply
+		// failedProblems are failed's problems while it is the newest
+		// commit seen: the status keeps saying it failed while the running
+		// commit's passes go on (a rollout still finishing, say).
+		failedProblems []string
+		keepFailure    bool   // the commit being loaded is the fallback for failed
+		pending        string // the newest commit seen, not yet loaded
+		last           = map[string]*api.DesiredPods{}
+		res            = &Result{}
+		outcome        string
+		written        time.Time
+		loadRetry      <-chan time.Time
 	)
 	for {
 		if pending != "" && pending != current && pending != failed {
@@ -94,17 +99,22 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 				// The running commit's last pass and the memory stay in
 				// the status beside the failure.
 				c.writeStatus(ctx, status.Input{Commit: pending, Problems: problems, Running: current, Pass: res.Pass, Observed: res.Observed, Memory: &memory}, log)
-				failed = pending
+				failed, failedProblems = pending, problems
 				pending = ""
 				if desired == nil && running != "" && running != failed {
 					// A restarted controller whose branch is broken carries
 					// on with the commit the status says ran.
 					pending, running = running, ""
+					keepFailure = true
 					continue
 				}
 			default:
 				log.Info("applying commit", "commit", pending, "previous", current)
 				desired, current, pending = d, pending, ""
+				if !keepFailure {
+					failedProblems = nil
+				}
+				keepFailure = false
 				outcome, written = "", time.Time{}
 			}
 		}
@@ -131,7 +141,13 @@ func (c *Controller) Run(ctx context.Context, commits <-chan string, memory live
 					st = status.Ready
 				}
 				if st != outcome || now().Sub(written) >= every {
-					c.writeStatus(ctx, status.Input{Commit: current, Pass: p, Observed: res.Observed}, log)
+					in := status.Input{Commit: current, Pass: p, Observed: res.Observed}
+					if failedProblems != nil {
+						// The newest commit failed: its status stands,
+						// with the running commit's pass beside it.
+						in = status.Input{Commit: failed, Problems: failedProblems, Running: current, Pass: p, Observed: res.Observed}
+					}
+					c.writeStatus(ctx, in, log)
 					outcome, written = st, now()
 				}
 				pw := pollWait(poll, time.Since(t0))

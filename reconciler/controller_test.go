@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,20 @@ func TestController(t *testing.T) {
 	if got := images(); got["198.18.0.1:5000/berth/echo:1"] != 3 || len(got) != 1 {
 		t.Errorf("a broken commit changed the pods: %v", got)
 	}
+	// The passes of c1 that go on write c2's failure again, with c1's
+	// pass beside it, never c1 alone: the branch's newest commit failed.
+	mu.Lock()
+	after := slices.IndexFunc(statuses, func(in status.Input) bool { return in.Commit == "c2" })
+	for _, in := range statuses[after:] {
+		if in.Commit != "c2" || in.Running != "c1" || len(in.Problems) == 0 {
+			t.Errorf("a status after c2 failed is about %s (running %q, %d problems)", in.Commit, in.Running, len(in.Problems))
+			break
+		}
+	}
+	if n := len(statuses) - after; n < 2 {
+		t.Errorf("only %d statuses after c2 failed; the test wants c1's passes to write some", n)
+	}
+	mu.Unlock()
 	ch <- "c3"
 	waitFor("c3", status.Ready)
 	if got := images(); got["198.18.0.1:5000/berth/echo:2"] != 3 || len(got) != 1 {
@@ -156,7 +171,9 @@ func TestControllerRestartOnBrokenBranch(t *testing.T) {
 		mu.Lock()
 		l := last
 		mu.Unlock()
-		if l.Commit == "good" && l.Pass != nil && l.Pass.Converged {
+		// The status says the branch is broken, and that good runs,
+		// converged.
+		if l.Commit == "broken" && l.Running == "good" && len(l.Problems) > 0 && l.Pass != nil && l.Pass.Converged {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
