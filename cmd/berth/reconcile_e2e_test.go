@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"berth.dev/berth/internal/syncbuf"
 )
 
 // gitIn runs git in dir and returns its output.
@@ -180,7 +182,7 @@ func TestReconcileE2E(t *testing.T) {
 	// The controller is berth apply of the saved plan.
 	killed := exec.Command(bin, "apply", planFile, "--timeout", "3m")
 	killed.Env = append(os.Environ(), "BERTH_REPO="+l.Repo, "BERTH_SSH_KEY="+l.SSHKey, "BERTH_KNOWN_HOSTS="+l.KnownHosts)
-	var killedOut syncBuffer
+	var killedOut syncbuf.Buffer
 	killed.Stdout, killed.Stderr = &killedOut, &killedOut
 	if err := killed.Start(); err != nil {
 		t.Fatal(err)

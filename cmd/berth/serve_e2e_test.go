@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -14,27 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/syncbuf"
 	"berth.dev/berth/nodes/lab"
 	"berth.dev/berth/nodes/lab/labtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServeE2E: berth serve follows the lab's fleet repository. Pushes of
 // an image change are rolled out (their push-to-ready times measured), a
@@ -58,7 +40,7 @@ func TestServeE2E(t *testing.T) {
 
 	// serve runs berth serve in this process until the returned stop.
 	serve := func(environ map[string]string, args ...string) (stop func()) {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan int)
 		go func() {

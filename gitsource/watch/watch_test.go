@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"berth.dev/berth/gitsource"
+	"berth.dev/berth/internal/syncbuf"
 	"berth.dev/berth/internal/testenv"
 )
 
@@ -494,7 +495,7 @@ func TestWatchResolveFailures(t *testing.T) {
 		}
 		return h, nil
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	w := start(t, Options{Branch: "main", Resolve: resolve, Interval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	quiet(t, w, 200*time.Millisecond)
@@ -509,21 +510,4 @@ func TestWatchResolveFailures(t *testing.T) {
 	if !strings.Contains(out, "works again") {
 		t.Errorf("no recovery line:\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/syncbuf"
 	"berth.dev/berth/nodes/api"
 )
 
@@ -97,24 +97,6 @@ func TestReadSkipsMalformedAndIncompleteLines(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -138,7 +120,7 @@ func TestFollowAcrossRotations(t *testing.T) {
 			lf.Write(Entry{t0, Stdout, Full, []byte("before-1")})
 			lf.Write(Entry{t0, Stdout, Full, []byte("before-2")})
 
-			var out syncBuffer
+			var out syncbuf.Buffer
 			var stopped atomic.Bool
 			opts := []ReadOption{Until(stopped.Load)}
 			if poll {
@@ -187,7 +169,7 @@ func TestFollowWaitsForTheFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "0.log")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- Read(ctx, path, api.LogOptions{Follow: true}, &out) }()
 	time.Sleep(20 * time.Millisecond)
