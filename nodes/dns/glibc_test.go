@@ -45,29 +45,7 @@ func inNetns(t testing.TB, h netns.NsHandle, f func() error) {
 func podNetns(t testing.TB, resolv []byte) (string, netns.NsHandle) {
 	t.Helper()
 	name := fmt.Sprintf("bdns-%d-%d", os.Getpid(), rand.IntN(1<<20))
-	h := func() netns.NsHandle {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Fatalf("current netns: %v", err)
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if err != nil {
-			t.Fatalf("create netns %s: %v", name, err)
-		}
-		if err := netns.Set(orig); err != nil {
-			t.Fatalf("back to the test's netns: %v", err)
-		}
-		return h
-	}()
-	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
+	h := testenv.NamedNetns(t, name)
 	// Loopback, and an address like a pod's: without a non-loopback
 	// address glibc's AI_ADDRCONFIG asks nothing for IPv4 alone.
 	inNetns(t, h, func() error {

@@ -63,27 +63,7 @@ func newNetns(t testing.TB, tag string) *testNetns {
 	sweep.Do(func() { sweepStale(t) })
 	nsCounter++
 	name := fmt.Sprintf("bnft-%s-%d-%d", tag, os.Getpid(), nsCounter)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("current netns: %v", err)
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("back to the test's netns: %v", err)
-	}
-	n := &testNetns{name: name, h: h}
-	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
+	n := &testNetns{name: name, h: testenv.NamedNetns(t, name)}
 	n.do(t, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
