@@ -10,12 +10,10 @@ import (
 	nodefleet "berth.dev/berth/nodes/fleet"
 )
 
-// fleetServices returns the Services as the agents hold them: from the
-// Network of the newest generation among the machines that answered (every
-// machine is given the same Services; one that has not caught up yet is
-// older). ok is false when no machine holds a Network.
+// fleetServices returns the Services as the agents hold them, asked of
+// the first machine that holds a Network and answers (every machine is given
+// the same Services in a pass). ok is false when none does.
 func fleetServices(ctx context.Context, fl *nodefleet.Fleet, obs []nodefleet.Observation) (svcs []api.Service, from string, ok bool) {
-	var best int64 = -1
 	for _, o := range obs {
 		if !o.Reachable || o.Node.Network.Generation == 0 {
 			continue
@@ -24,13 +22,11 @@ func fleetServices(ctx context.Context, fl *nodefleet.Fleet, obs []nodefleet.Obs
 		if err != nil {
 			continue
 		}
-		n, err := c.Network(ctx)
-		if err != nil || n.Generation <= best && from != "" {
-			continue
+		if n, err := c.Network(ctx); err == nil {
+			return n.Services, o.Machine, true
 		}
-		best, svcs, from, ok = n.Generation, n.Services, o.Machine, true
 	}
-	return svcs, from, ok
+	return nil, "", false
 }
 
 // printServices is kubectl get services (and endpoints, with eps).
